@@ -1,0 +1,5 @@
+#!/bin/sh
+# run.sh VHOSTMTA: every benchmark of the project, one after the other.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+sh "$here/map.sh" "$1"

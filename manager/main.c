@@ -1,0 +1,401 @@
+/* main.c: the vhostmta command: check, list, render and params. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "cf.h"
+#include "log.h"
+#include "map.h"
+#include "render.h"
+#include "util.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define DEFAULT_MAP SYSCONFDIR "/vhostmta/map.xml"
+#define VERSION "0.1"
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *usage;
+	const char *help;
+};
+
+static const struct command *find_command(const char *name);
+
+/* usage_error: what, followed by 'arg' when arg is not NULL; exit 2. */
+static void usage_error(const struct command *c, const char *what, const char *arg)
+	__attribute__((noreturn));
+static void usage_error(const struct command *c, const char *what, const char *arg)
+{
+	fprintf(stderr, "vhostmta %s: %s", c->name, what);
+	if (arg)
+		fprintf(stderr, " '%s'", arg);
+	fprintf(stderr, "\nusage: vhostmta %s\nTry 'vhostmta %s --help'.\n", c->usage, c->name);
+	exit(2);
+}
+
+static void show_help(const struct command *c)
+{
+	printf("usage: vhostmta %s\n\n%s", c->usage, c->help);
+	exit(0);
+}
+
+/* Options shared by the map commands. */
+struct map_opts {
+	const char *map;
+	const char *host;
+	const char *outdir;
+	bool json;
+};
+
+static void parse_map_opts(const struct command *c, int argc, char **argv, struct map_opts *o,
+			   bool want_out)
+{
+	static const struct option longopts[] = {
+		{ "map", required_argument, NULL, 'm' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	o->map = DEFAULT_MAP;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+m:H:o:jh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'm': o->map = optarg; break;
+		case 'H': o->host = optarg; break;
+		case 'o': o->outdir = optarg; break;
+		case 'j': o->json = true; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error(c, "unexpected argument", argv[optind]);
+	if (want_out && o->outdir == NULL)
+		usage_error(c, "-o DIR is required", NULL);
+	if (o->outdir && !want_out)
+		usage_error(c, "-o is not an option of this command", NULL);
+}
+
+/* load: the map, or exit 1 after its errors. */
+static void load(struct map *m, const char *path)
+{
+	struct diag d = DIAG_INIT;
+
+	if (!map_load(m, path, &d)) {
+		fprintf(stderr, "vhostmta: %s: %u error%s, nothing done\n", path, d.errors,
+			d.errors == 1 ? "" : "s");
+		map_free(m);
+		exit(1);
+	}
+}
+
+static int cmd_check(int argc, char **argv)
+{
+	struct map_opts o = { 0 };
+	struct map m;
+	size_t n = 0, addrs = 0, domains = 0;
+
+	parse_map_opts(find_command("check"), argc, argv, &o, false);
+	load(&m, o.map);
+	for (size_t i = 0; i < m.n; i++) {
+		if (!map_on_host(&m.inst[i], o.host))
+			continue;
+		n++;
+		addrs += m.inst[i].naddrs;
+		domains += m.inst[i].ndomains;
+	}
+	printf("%s: ok: %zu instance%s, %zu address%s, %zu domain%s%s%s\n", o.map, n,
+	       n == 1 ? "" : "s", addrs, addrs == 1 ? "" : "es", domains, domains == 1 ? "" : "s",
+	       o.host ? " on host " : "", o.host ? o.host : "");
+	map_free(&m);
+	return 0;
+}
+
+static void list_json(const struct map *m, const char *host, struct buf *b)
+{
+	bool first = true;
+
+	buf_puts(b, "[");
+	for (size_t i = 0; i < m->n; i++) {
+		const struct map_instance *in = &m->inst[i];
+		if (!map_on_host(in, host))
+			continue;
+		buf_puts(b, first ? "\n  {\"name\": " : ",\n  {\"name\": ");
+		first = false;
+		buf_put_json(b, in->name);
+		buf_puts(b, ", \"addresses\": [");
+		for (size_t j = 0; j < in->naddrs; j++) {
+			buf_puts(b, j ? ", " : "");
+			buf_put_json(b, in->addr_text[j]);
+		}
+		buf_puts(b, "], \"myhostname\": ");
+		buf_put_json(b, in->myhostname);
+		buf_puts(b, ", \"host\": ");
+		if (in->host)
+			buf_put_json(b, in->host);
+		else
+			buf_puts(b, "null");
+		buf_puts(b, ", \"domains\": [");
+		for (size_t j = 0; j < in->ndomains; j++) {
+			buf_puts(b, j ? ", {\"name\": " : "{\"name\": ");
+			buf_put_json(b, in->domains[j].name);
+			buf_puts(b, ", \"deliver\": ");
+			if (in->domains[j].deliver)
+				buf_put_json(b, in->domains[j].deliver);
+			else
+				buf_puts(b, "null");
+			buf_puts(b, "}");
+		}
+		buf_puts(b, "]}");
+	}
+	buf_puts(b, first ? "]\n" : "\n]\n");
+}
+
+static void list_domains(const struct map_instance *in, struct buf *b)
+{
+	for (size_t j = 0; j < in->ndomains; j++)
+		buf_printf(b, "%s%s", j ? "," : "", in->domains[j].name);
+	if (in->ndomains == 0)
+		buf_puts(b, "-");
+}
+
+static void list_table(const struct map *m, const char *host, struct buf *b)
+{
+	int wn = 4, wa = 9, wh = 10, wo = 4;
+	struct buf addrs = BUF_INIT;
+
+	for (size_t i = 0; i < m->n; i++) {
+		const struct map_instance *in = &m->inst[i];
+		if (!map_on_host(in, host))
+			continue;
+		buf_reset(&addrs);
+		map_inet_interfaces(in, &addrs);
+		wn = (int)(strlen(in->name) > (size_t)wn ? strlen(in->name) : (size_t)wn);
+		wa = (int)(addrs.len > (size_t)wa ? addrs.len : (size_t)wa);
+		wh = (int)(strlen(in->myhostname) > (size_t)wh ? strlen(in->myhostname) : (size_t)wh);
+		if (in->host)
+			wo = (int)(strlen(in->host) > (size_t)wo ? strlen(in->host) : (size_t)wo);
+	}
+	buf_printf(b, "%-*s  %-*s  %-*s  %-*s  %s\n", wn, "NAME", wa, "ADDRESSES", wh, "MYHOSTNAME",
+		   wo, "HOST", "DOMAINS");
+	for (size_t i = 0; i < m->n; i++) {
+		const struct map_instance *in = &m->inst[i];
+		if (!map_on_host(in, host))
+			continue;
+		buf_reset(&addrs);
+		map_inet_interfaces(in, &addrs);
+		buf_printf(b, "%-*s  %-*s  %-*s  %-*s  ", wn, in->name, wa, buf_cstr(&addrs), wh,
+			   in->myhostname, wo, in->host ? in->host : "*");
+		list_domains(in, b);
+		buf_putc(b, '\n');
+	}
+	buf_free(&addrs);
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	struct map_opts o = { 0 };
+	struct map m;
+	struct buf b = BUF_INIT;
+
+	parse_map_opts(find_command("list"), argc, argv, &o, false);
+	load(&m, o.map);
+	if (o.json)
+		list_json(&m, o.host, &b);
+	else
+		list_table(&m, o.host, &b);
+	fwrite(b.data, 1, b.len, stdout);
+	buf_free(&b);
+	map_free(&m);
+	return 0;
+}
+
+static int cmd_render(int argc, char **argv)
+{
+	struct map_opts o = { 0 };
+	struct map m;
+	struct render_stats st;
+
+	parse_map_opts(find_command("render"), argc, argv, &o, true);
+	load(&m, o.map);
+	bool ok = render_map(&m, o.outdir, o.host, &st);
+	printf("%s: %zu instance%s rendered into %s: %zu file%s written, %zu unchanged, "
+	       "%zu director%s removed\n",
+	       o.map, st.instances, st.instances == 1 ? "" : "s", o.outdir, st.written,
+	       st.written == 1 ? "" : "s", st.unchanged, st.removed, st.removed == 1 ? "y" : "ies");
+	map_free(&m);
+	return ok ? 0 : 1;
+}
+
+/* params: like postconf(1): defaults, or the values of one instance.cf. */
+static int cmd_params(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "defaults", no_argument, NULL, 'd' },
+		{ "non-default", no_argument, NULL, 'n' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "doc", no_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("params");
+	const char *file = NULL;
+	bool defaults = false, nondefault = false;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+dnc:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': defaults = true; break;
+		case 'n': nondefault = true; break;
+		case 'c': file = optarg; break;
+		case 'D': param_write_doc(stdout); return 0;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (defaults && file)
+		usage_error(c, "-d and -c exclude each other", NULL);
+	for (int i = optind; i < argc; i++)
+		if (param_lookup(argv[i], strlen(argv[i])) < 0)
+			usage_error(c, "unknown parameter", argv[i]);
+	if (file == NULL && !nondefault && optind == argc) {
+		param_dump_defaults(stdout);
+		return 0;
+	}
+	struct cf cf;
+	struct diag d = DIAG_INIT;
+	cf_init(&cf);
+	if (file)
+		cf_parse_file(&cf, file, &d); /* finalize reports the rest too */
+	bool ok = cf_finalize(&cf, file ? file : "(defaults)", &d) && d.errors == 0;
+	struct buf b = BUF_INIT;
+	for (int id = 0; id < P__COUNT; id++) {
+		bool named = optind == argc;
+		for (int i = optind; i < argc; i++)
+			named |= strcmp(argv[i], param_table[id].name) == 0;
+		if (!named || (nondefault && !cf_is_set(&cf, (enum param_id)id)))
+			continue;
+		cf_write_value(&b, param_table[id].name,
+			       defaults ? param_table[id].def : cf_str(&cf, (enum param_id)id));
+	}
+	fwrite(buf_cstr(&b), 1, b.len, stdout);
+	buf_free(&b);
+	cf_free(&cf);
+	return ok ? 0 : 1;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const struct command commands[] = {
+	{ "check", cmd_check, "check [-m MAP] [--host HOST]",
+	  "Read the map, check it against every rule of the map format and the schema,\n"
+	  "and report each problem as one line MAP:LINE: error: WHAT. All problems are\n"
+	  "reported in one run. A clean map prints a one-line summary.\n\n"
+	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
+	  "  -H, --host HOST   count only the instances realized on HOST\n\n"
+	  "Exit status: 0 the map is valid, 1 it has errors, 2 usage error.\n" },
+	{ "list", cmd_list, "list [-m MAP] [--host HOST] [--json]",
+	  "List the map's instances, one row each: name, addresses, myhostname, host\n"
+	  "(* for every host) and hosted domains.\n\n"
+	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
+	  "  -H, --host HOST   only the instances realized on HOST\n"
+	  "  -j, --json        a JSON array of objects instead of the table\n" },
+	{ "render", cmd_render, "render [-m MAP] -o DIR [--host HOST]",
+	  "Check the map, then write one directory per instance under DIR: instance.cf\n"
+	  "(from the instance.cf template) and transport (hosted domain -> next hop),\n"
+	  "plus DIR/" RENDER_SIBLINGS ", every instance address of the host. Files are\n"
+	  "replaced atomically and only when their content changes; directories of\n"
+	  "instances no longer in the map (or not on HOST) are removed. Nothing is\n"
+	  "written when the map has an error.\n\n"
+	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
+	  "  -o, --output DIR  the output directory (created if missing)\n"
+	  "  -H, --host HOST   only the instances realized on HOST\n" },
+	{ "params", cmd_params, "params [-d | -n] [-c FILE] [--doc] [NAME...]",
+	  "Show instance parameters, like postconf(1). Without options, every\n"
+	  "parameter with its default value.\n\n"
+	  "  -d, --defaults     default values (of the NAMEs given, or all)\n"
+	  "  -c, --config FILE  check FILE (instance.cf syntax) and show its values,\n"
+	  "                     expanded; errors as FILE:LINE: error: WHAT\n"
+	  "  -n, --non-default  only the parameters set explicitly\n"
+	  "      --doc          the parameter reference in Markdown\n" },
+	{ "help", cmd_help, "help [COMMAND]", "Show the help of vhostmta or of one command.\n" },
+};
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void main_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vhostmta [-v] COMMAND [OPTIONS]\n\n"
+		"vhostmta runs one SMTP instance per address of a hosting server, each sending\n"
+		"from its own address with its own EHLO name, as the map of domains to\n"
+		"addresses says.\n\nCommands:\n");
+	for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+		fprintf(f, "  %s\n", commands[i].usage);
+	fprintf(f, "\n  -v, --verbose   more detail in the log\n"
+		   "  -V, --version   print the version\n\n"
+		   "'vhostmta COMMAND --help' describes one command; vhostmta(8) and\n"
+		   "vhostmta-map(5) describe them all.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	if (argc > 1) {
+		const struct command *c = find_command(argv[1]);
+		if (c == NULL) {
+			fprintf(stderr, "vhostmta: no command '%s'\n", argv[1]);
+			return 2;
+		}
+		show_help(c);
+	}
+	main_usage(stdout);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int i = 1;
+
+	log_init("vhostmta");
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
+			log_set_verbose(log_verbose() + 1);
+		} else if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
+			printf("vhostmta %s\n", VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			main_usage(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "vhostmta: unknown option '%s'\n", argv[i]);
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (i == argc) {
+		main_usage(stderr);
+		return 2;
+	}
+	const struct command *c = find_command(argv[i]);
+	if (c == NULL) {
+		fprintf(stderr, "vhostmta: unknown command '%s' (try 'vhostmta --help')\n", argv[i]);
+		return 2;
+	}
+	return c->run(argc - i, argv + i);
+}

@@ -1,0 +1,85 @@
+#!/bin/sh
+# cli.sh: the vhostmta command as an operator uses it: exit codes, the
+# MAP:LINE: error: format, list and --json, render and params -c.
+# Needs $VHOSTMTA (the binary) and $TOP (the source tree).
+set -u
+: "${VHOSTMTA:?}" "${TOP:?}"
+work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-cli.XXXXXX")
+trap 'rm -rf "$work"' EXIT INT TERM
+map=$TOP/templates/example-map.xml
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+# expect CODE DESCRIPTION CMD...: CMD exits with CODE; output in $work/out, $work/err.
+expect() {
+	code=$1 what=$2; shift 2
+	"$@" > "$work/out" 2> "$work/err"
+	rc=$?
+	if [ "$rc" = "$code" ]; then ok; else bad "$what: exit $rc, expected $code"; cat "$work/err"; fi
+}
+has() { # FILE TEXT DESCRIPTION
+	if grep -qF -- "$2" "$1"; then ok; else bad "$3: '$2' not in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
+}
+
+expect 0 "check example" "$VHOSTMTA" check -m "$map"
+has "$work/out" "ok: 3 instances, 3 addresses, 5 domains" "check summary"
+
+cat > "$work/bad.xml" <<'X'
+<map xmlns="urn:vhostmta:map:1">
+  <instance name="a" myhostname="mail.a.test">
+    <address>192.0.2.1</address>
+  </instance>
+  <instance name="b" myhostname="localhost">
+    <address>192.0.2.1</address>
+    <param name="smtpd_timeout" value="5x"/>
+  </instance>
+</map>
+X
+expect 1 "check bad map" "$VHOSTMTA" check -m "$work/bad.xml"
+has "$work/err" "$work/bad.xml:5: error: myhostname \"localhost\" is not a fully qualified domain name" "error line 5"
+has "$work/err" "$work/bad.xml:6: error: address 192.0.2.1 is also used by instance \"a\" (line 2)" "error line 6"
+has "$work/err" "$work/bad.xml:7: error: smtpd_timeout" "error line 7"
+if [ "$(grep -c ': error: ' "$work/err")" = 3 ]; then ok; else bad "three errors in one run"; cat "$work/err"; fi
+expect 1 "render refuses a bad map" "$VHOSTMTA" render -m "$work/bad.xml" -o "$work/never"
+if [ -e "$work/never" ]; then bad "render wrote for a bad map"; else ok; fi
+
+expect 1 "missing map" "$VHOSTMTA" check -m "$work/missing.xml"
+has "$work/err" "$work/missing.xml: error: cannot open: No such file or directory" "missing map message"
+
+printf '<!DOCTYPE map [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n<map xmlns="urn:vhostmta:map:1">&b;</map>\n' > "$work/bomb.xml"
+expect 1 "entity bomb" "$VHOSTMTA" check -m "$work/bomb.xml"
+has "$work/err" "bomb.xml:1: error: a DOCTYPE is not allowed" "DOCTYPE refused"
+
+expect 0 "list" "$VHOSTMTA" list -m "$map"
+has "$work/out" "alpha    127.0.0.2" "list row"
+has "$work/out" "alpha.test,alpha-shop.test" "list domains"
+expect 0 "list --json" "$VHOSTMTA" list -m "$map" --json
+if python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert [i["name"] for i in d]==["alpha","bravo","charlie"]; assert d[0]["domains"][0]=={"name":"alpha.test","deliver":"smtp:[127.0.0.100]:2526"}; assert d[0]["host"] is None' "$work/out"; then ok; else bad "list --json content"; cat "$work/out"; fi
+
+expect 0 "render" "$VHOSTMTA" render -m "$map" -o "$work/r"
+has "$work/out" "3 instances rendered into $work/r: 7 files written, 0 unchanged" "render summary"
+expect 0 "render again" "$VHOSTMTA" render -m "$map" -o "$work/r"
+has "$work/out" "0 files written, 7 unchanged" "second render writes nothing"
+for n in alpha bravo charlie; do
+	expect 0 "params -c $n" "$VHOSTMTA" params -c "$work/r/$n/instance.cf" myhostname
+	has "$work/out" "myhostname = mail.$n.test" "params -c $n"
+done
+
+printf 'myhostname = mail.x.test\nsmtpd_timeout = 10\n  0s\nbogus = 1\nmessage_size_limit = 12\n' > "$work/x.cf"
+expect 1 "params -c bad file" "$VHOSTMTA" params -c "$work/x.cf"
+has "$work/err" "$work/x.cf:4: error: unknown parameter \"bogus\"" "unknown parameter line"
+has "$work/err" "$work/x.cf:5: error: message_size_limit" "bad value line"
+expect 0 "params -d" "$VHOSTMTA" params -d smtpd_timeout
+has "$work/out" "smtpd_timeout = 300s" "params -d"
+
+expect 2 "no command" "$VHOSTMTA"
+expect 2 "unknown command" "$VHOSTMTA" frobnicate
+expect 2 "render without -o" "$VHOSTMTA" render -m "$map"
+for c in check list render params; do
+	expect 0 "$c --help" "$VHOSTMTA" "$c" --help
+	has "$work/out" "usage: vhostmta $c" "$c help"
+done
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" = 0 ]
