@@ -23,5 +23,5 @@ out=$1; shift
 		echo "const size_t embed_${n}_len = sizeof embed_$n - 1;"
 	done
 } > "$out.c.tmp"
-mv "$out.h.tmp" "$out.h"
 mv "$out.c.tmp" "$out.c"
+mv "$out.h.tmp" "$out.h"

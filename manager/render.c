@@ -143,14 +143,16 @@ static bool write_all(int fd, const char *p, size_t n)
 }
 
 /* stage: unless unchanged, write text to a temporary beside path and
- * queue the rename. */
-static void stage(struct out *o, const char *dir, const char *file, const struct buf *text)
+ * queue the rename. In a directory created just now there is nothing to
+ * compare with. */
+static void stage(struct out *o, const char *dir, const char *file, const struct buf *text,
+		  bool fresh)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 
 	snprintf(path, sizeof path, "%s%s%s", dir, *dir ? "/" : "", file);
 	snprintf(tmp, sizeof tmp, "%s%s.%s.tmp", dir, *dir ? "/" : "", file);
-	if (same_content(o->dirfd, path, buf_cstr(text), text->len)) {
+	if (!fresh && same_content(o->dirfd, path, buf_cstr(text), text->len)) {
 		o->st->unchanged++;
 		return;
 	}
@@ -310,7 +312,8 @@ bool render_map(const struct map *m, const char *outdir, const char *host, struc
 		if (!map_on_host(in, host))
 			continue;
 		htab_insert(&rendered, in->name, (void *)1);
-		if (mkdirat(o.dirfd, in->name, 0755) != 0 && errno != EEXIST) {
+		bool fresh = mkdirat(o.dirfd, in->name, 0755) == 0;
+		if (!fresh && errno != EEXIST) {
 			msg_error("%s/%s: cannot create: %s", outdir, in->name, strerror(errno));
 			o.failed = true;
 			break;
@@ -318,15 +321,15 @@ bool render_map(const struct map *m, const char *outdir, const char *host, struc
 		snprintf(confdir, sizeof confdir, "%s/%s", abs, in->name);
 		buf_reset(&text);
 		render_instance_cf(m, in, confdir, siblings, &text);
-		stage(&o, in->name, "instance.cf", &text);
+		stage(&o, in->name, "instance.cf", &text, fresh);
 		buf_reset(&text);
 		render_transport(m, in, &text);
-		stage(&o, in->name, "transport", &text);
+		stage(&o, in->name, "transport", &text, fresh);
 		st->instances++;
 	}
 	buf_reset(&text);
 	render_siblings(m, host, &text);
-	stage(&o, "", RENDER_SIBLINGS, &text);
+	stage(&o, "", RENDER_SIBLINGS, &text, false);
 	commit(&o);
 	if (!o.failed)
 		remove_stale(&o, &rendered);
