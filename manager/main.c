@@ -241,6 +241,7 @@ static int cmd_params(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "defaults", no_argument, NULL, 'd' },
+		{ "dump-defaults", no_argument, NULL, 'd' },
 		{ "non-default", no_argument, NULL, 'n' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "doc", no_argument, NULL, 'D' },
@@ -265,19 +266,25 @@ static int cmd_params(int argc, char **argv)
 	}
 	if (defaults && file)
 		usage_error(c, "-d and -c exclude each other", NULL);
+	if (nondefault && file == NULL)
+		usage_error(c, "-n needs -c FILE", NULL);
 	for (int i = optind; i < argc; i++)
 		if (param_lookup(argv[i], strlen(argv[i])) < 0)
 			usage_error(c, "unknown parameter", argv[i]);
-	if (file == NULL && !nondefault && optind == argc) {
+	if (file == NULL && optind == argc) {
 		param_dump_defaults(stdout);
 		return 0;
 	}
+
+	/* Defaults are shown as the table has them; a file's values expanded. */
 	struct cf cf;
 	struct diag d = DIAG_INIT;
+	bool ok = true;
 	cf_init(&cf);
-	if (file)
+	if (file) {
 		cf_parse_file(&cf, file, &d); /* finalize reports the rest too */
-	bool ok = cf_finalize(&cf, file ? file : "(defaults)", &d) && d.errors == 0;
+		ok = cf_finalize(&cf, file, &d) && d.errors == 0;
+	}
 	struct buf b = BUF_INIT;
 	for (int id = 0; id < P__COUNT; id++) {
 		bool named = optind == argc;
@@ -286,7 +293,7 @@ static int cmd_params(int argc, char **argv)
 		if (!named || (nondefault && !cf_is_set(&cf, (enum param_id)id)))
 			continue;
 		cf_write_value(&b, param_table[id].name,
-			       defaults ? param_table[id].def : cf_str(&cf, (enum param_id)id));
+			       file ? cf_str(&cf, (enum param_id)id) : param_table[id].def);
 	}
 	fwrite(buf_cstr(&b), 1, b.len, stdout);
 	buf_free(&b);

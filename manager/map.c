@@ -178,7 +178,7 @@ static void read_defaults(struct walk *w, xmlNodePtr n)
 	unsigned before = w->d->errors;
 
 	check_attrs(w, n, allowed);
-	if (deliver) {
+	if (deliver && strcmp(deliver, "none") != 0) { /* "none": as on <instance> */
 		w->default_deliver_line = line_of(n);
 		check_deliver(w, deliver, line_of(n), "<defaults>", &w->default_deliver);
 	}
@@ -312,11 +312,16 @@ static void read_domain(struct walk *w, struct map_instance *in, xmlNodePtr n,
 		diag_error(w->d, w->path, line, "invalid domain name %s", quoted(name));
 		return;
 	}
-	if (deliver == NULL && inst_deliver && strcmp(inst_deliver, "none") != 0)
+	if (deliver == NULL && inst_deliver && strcmp(inst_deliver, "none") != 0) {
 		dom.deliver = xstrdup(inst_deliver);
-	else if (deliver && strcmp(deliver, "none") != 0 &&
-		 !check_deliver(w, deliver, line, quoted(name), &dom.deliver))
-		return;
+	} else if (deliver && strcmp(deliver, "none") != 0) {
+		/* A copy: check_deliver quotes the value in quoted()'s buffer. */
+		char *what = xstrdup(quoted(name));
+		bool ok = check_deliver(w, deliver, line, what, &dom.deliver);
+		free(what);
+		if (!ok)
+			return;
+	}
 	dom.name = lower(name);
 	in->domains = xreallocarray(in->domains, in->ndomains + 1, sizeof *in->domains);
 	in->domains[in->ndomains++] = dom;
@@ -472,7 +477,10 @@ struct param_filter {
 	struct diag *d;
 	const struct map *m;
 	const char *instance; /* NULL: the defaults pass */
-	unsigned long *seen;  /* defaults lines already reported */
+	struct seen_error {   /* defaults errors already reported; by line */
+		unsigned long line; /* and text, for several <param>s on one line */
+		char *msg;
+	} *seen;
 	size_t nseen;
 };
 
@@ -492,10 +500,10 @@ static void filter_sink(void *ctx, enum diag_level level, const char *file, unsi
 
 	if (dflt) {
 		for (size_t i = 0; i < f->nseen; i++)
-			if (f->seen[i] == line)
+			if (f->seen[i].line == line && strcmp(f->seen[i].msg, msg) == 0)
 				return;
 		f->seen = xreallocarray(f->seen, f->nseen + 1, sizeof *f->seen);
-		f->seen[f->nseen++] = line;
+		f->seen[f->nseen++] = (struct seen_error){ line, xstrdup(msg) };
 	}
 	if (level == DIAG_WARNING)
 		diag_warn(f->d, file, line, "%s", msg);
@@ -629,6 +637,8 @@ bool map_load(struct map *m, const char *path, struct diag *d)
 	check_params(&w, &f, NULL);
 	for (size_t i = 0; i < m->n; i++)
 		check_params(&w, &f, &m->inst[i]);
+	for (size_t i = 0; i < f.nseen; i++)
+		free(f.seen[i].msg);
 	free(f.seen);
 	if (d->errors == before)
 		xmlsafe_validate(doc, path, embed_map_rng, embed_map_rng_len, d);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -290,8 +291,17 @@ static bool open_outdir(struct out *o, const char *outdir)
 	return true;
 }
 
+/* progress: on a terminal, a line that counts up during long renders. */
+static void progress(size_t done, size_t total, bool tty)
+{
+	if (tty && total >= 1000 && (done % 500 == 0 || done == total))
+		fprintf(stderr, "\rrendering: %zu/%zu instances%s", done, total,
+			done == total ? "\n" : "");
+}
+
 bool render_map(const struct map *m, const char *outdir, const char *host, struct render_stats *st)
 {
+	bool tty = isatty(STDERR_FILENO);
 	struct out o = { .dir = outdir, .st = st };
 	struct htab rendered;
 	struct buf text = BUF_INIT;
@@ -325,7 +335,7 @@ bool render_map(const struct map *m, const char *outdir, const char *host, struc
 		buf_reset(&text);
 		render_transport(m, in, &text);
 		stage(&o, in->name, "transport", &text, fresh);
-		st->instances++;
+		progress(++st->instances, m->n, tty);
 	}
 	buf_reset(&text);
 	render_siblings(m, host, &text);

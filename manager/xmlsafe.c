@@ -9,6 +9,7 @@
 #include <libxml/parserInternals.h>
 #include <libxml/relaxng.h>
 #include <libxml/xmlerror.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,18 +26,24 @@ struct parse_state {
 	unsigned depth, max_depth;
 	unsigned reported;
 	int stopped; /* we refused the document ourselves */
+	xmlNodePtr stamped; /* the text node on_characters gave its line */
 };
 
 /* read_bounded: the whole file, refused when larger than max. */
 static char *read_bounded(const char *path, size_t max, size_t *len, struct diag *d)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO without a writer must not block open() forever;
+	 * reads block again (a pipe with a writer still works). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0) {
 		diag_error(d, path, 0, "cannot open: %s", strerror(errno));
 		return NULL;
 	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		diag_error(d, path, 0, "is a directory");
 		close(fd);
@@ -56,6 +63,10 @@ static char *read_bounded(const char *path, size_t max, size_t *len, struct diag
 			continue;
 		if (n < 0) {
 			diag_error(d, path, 0, "read error: %s", strerror(errno));
+			break;
+		}
+		if (n == 0 && b.len == 0) {
+			diag_error(d, path, 0, "is empty"); /* libxml2 would say less */
 			break;
 		}
 		if (n == 0) {
@@ -122,6 +133,37 @@ static void on_end(void *ctx, const xmlChar *localname, const xmlChar *prefix,
 	xmlSAX2EndElementNs(ctx, localname, prefix, uri);
 }
 
+static bool is_blank(xmlChar c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* on_characters: libxml2 stamps a text node with the line where its first
+ * chunk of text ended, often the line of the next tag. Restamp it with the
+ * line of its first non-blank character, where "unexpected text" belongs.
+ * A node is restamped once; later chunks of it cost one comparison, so a
+ * huge text stays linear. */
+static void on_characters(void *ctx, const xmlChar *ch, int len)
+{
+	xmlParserCtxtPtr ctxt = ctx;
+	struct parse_state *st = ctxt->_private;
+	size_t i = 0, n = len > 0 ? (size_t)len : 0;
+
+	xmlSAX2Characters(ctx, ch, len);
+	xmlNodePtr t = ctxt->node ? ctxt->node->last : NULL;
+	if (t == NULL || t->type != XML_TEXT_NODE || t == st->stamped)
+		return;
+	while (i < n && is_blank(ch[i]))
+		i++;
+	if (i == n)
+		return; /* still blank: nothing to report, nothing to stamp */
+	long line = xmlSAX2GetLineNumber(ctx);
+	for (; i < n; i++)
+		line -= ch[i] == '\n';
+	if (line < 1)
+		line = 1;
+	t->line = line < 65535 ? (unsigned short)line : 65535;
+	t->psvi = line < 65535 ? NULL : (void *)(ptrdiff_t)line; /* XML_PARSE_BIG_LINES */
+	st->stamped = t;
+}
+
 /* report: one libxml2 error as one diagnostic line. */
 static void report(struct diag *d, const char *path, unsigned *count, const xmlError *e)
 {
@@ -145,6 +187,10 @@ static void on_parse_error(void *ctx, xmlErrorPtr e)
 	if (st->stopped)
 		return; /* we said why already */
 	report(st->d, st->path, &st->reported, e);
+	/* Without recovery nothing after a fatal error is worth reading:
+	 * "Premature end of data" and the like only repeat the cause. */
+	if (e->level == XML_ERR_FATAL)
+		st->stopped = 1;
 }
 
 xmlDocPtr xmlsafe_read(const char *path, size_t max_size, unsigned max_depth, struct diag *d)
@@ -154,7 +200,7 @@ xmlDocPtr xmlsafe_read(const char *path, size_t max_size, unsigned max_depth, st
 	if (text == NULL)
 		return NULL;
 
-	struct parse_state st = { path, d, 0, max_depth, 0, 0 };
+	struct parse_state st = { path, d, 0, max_depth, 0, 0, NULL };
 	xmlParserCtxtPtr ctxt = xmlCreateMemoryParserCtxt(text, (int)len);
 	if (ctxt == NULL) {
 		diag_error(d, path, 0, "cannot create an XML parser");
@@ -167,6 +213,7 @@ xmlDocPtr xmlsafe_read(const char *path, size_t max_size, unsigned max_depth, st
 	ctxt->sax->internalSubset = on_internal_subset;
 	ctxt->sax->startElementNs = on_start;
 	ctxt->sax->endElementNs = on_end;
+	ctxt->sax->characters = on_characters;
 	ctxt->sax->serror = on_parse_error;
 	ctxt->sax->error = NULL;
 	ctxt->sax->warning = NULL;
