@@ -73,6 +73,11 @@ has "$work/err" "$work/x.cf:5: error: message_size_limit" "bad value line"
 expect 0 "params -d" "$VHOSTMTA" params -d smtpd_timeout
 has "$work/out" "smtpd_timeout = 300s" "params -d"
 
+# The committed parameter reference is what the table generates.
+"$VHOSTMTA" params --doc > "$work/parameters.md"
+if cmp -s "$work/parameters.md" "$TOP/docs/parameters.md"; then ok; else
+	bad "docs/parameters.md is stale: run make docs"; diff "$TOP/docs/parameters.md" "$work/parameters.md" | head; fi
+
 expect 2 "no command" "$VHOSTMTA"
 expect 2 "unknown command" "$VHOSTMTA" frobnicate
 expect 2 "render without -o" "$VHOSTMTA" render -m "$map"
