@@ -6,6 +6,9 @@
 
 static void emit(struct diag *d, enum diag_level level, const char *file,
 		 unsigned long line, const char *fmt, va_list ap)
+	__attribute__((format(printf, 5, 0)));
+static void emit(struct diag *d, enum diag_level level, const char *file,
+		 unsigned long line, const char *fmt, va_list ap)
 {
 	char msg[2048];
 
