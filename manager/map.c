@@ -351,18 +351,36 @@ static void register_domains(struct walk *w)
 	}
 }
 
-static void check_name(struct walk *w, struct map_instance *in, const char *name)
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+/* check_name: a name is a directory under render's output and a systemd
+ * instance string: it starts with a letter or digit, and the name of the
+ * host address table is taken. */
+static void check_name(struct walk *w, struct map_instance *in, const char *name, bool given)
 {
 	size_t n = strlen(name);
-	bool ok = n > 0 && n <= MAP_NAME_MAX && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+	bool ok = n > 0 && n <= MAP_NAME_MAX && name[0] != '.' && name[0] != '_' && name[0] != '-';
 
 	for (const char *p = name; ok && *p; p++)
-		ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		     (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-';
+		ok = name_char(*p);
+	if (!ok && !given) {
+		diag_error(w->d, w->path, in->line,
+			   "myhostname %s cannot serve as the instance name (at most %d characters): "
+			   "add a name attribute", quoted(name), MAP_NAME_MAX);
+		return;
+	}
 	if (!ok) {
 		diag_error(w->d, w->path, in->line,
-			   "invalid instance name %s: 1 to %d of A-Z a-z 0-9 . _ -", quoted(name),
-			   MAP_NAME_MAX);
+			   "invalid instance name %s: 1 to %d of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+			   quoted(name), MAP_NAME_MAX);
+		return;
+	}
+	if (strcmp(name, MAP_HOST_TABLE) == 0) {
+		diag_error(w->d, w->path, in->line, "instance name %s is reserved", quoted(name));
 		return;
 	}
 	in->name = xstrdup(name);
@@ -399,9 +417,9 @@ static void check_identity(struct walk *w, struct map_instance *in, xmlNodePtr n
 		in->myhostname = lower(myhostname);
 	}
 	if (name)
-		check_name(w, in, name);
+		check_name(w, in, name, true);
 	else if (in->myhostname)
-		check_name(w, in, in->myhostname);
+		check_name(w, in, in->myhostname, false);
 }
 
 /* check_hostnames: myhostname unique among the instances of one host

@@ -14,6 +14,8 @@
 #define MAP_MAX_SIZE (32u << 20) /* bytes */
 #define MAP_MAX_DEPTH 8          /* element nesting */
 #define MAP_NAME_MAX 64
+/* Reserved name: the host address table beside the instance directories. */
+#define MAP_HOST_TABLE "host-addresses"
 
 struct map_param {
 	enum param_id id;

@@ -218,7 +218,7 @@ struct bad_case {
 #define A16 "aaaaaaaaaaaaaaaa"
 #define NAME64 A16 A16 A16 A16
 #define NAME65 NAME64 "a"
-#define NAME_RULE ": 1 to 64 of A-Z a-z 0-9 . _ -"
+#define NAME_RULE ": 1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 static const struct bad_case bad_cases[] = {
 	/* ---- the document and its elements */
@@ -424,6 +424,29 @@ static const struct bad_case bad_cases[] = {
 	  "  </instance>\n"
 	  CLOSE,
 	  0, { { 2, "invalid instance name \"" NAME65 "\"" NAME_RULE } } },
+	{ "instance names that start with . _ - or take the host table's name",
+	  OPEN
+	  "  <instance name=\".host-addresses.tmp\" myhostname=\"mail.a.test\">\n"
+	  "    <address>192.0.2.1</address>\n"
+	  "  </instance>\n"
+	  "  <instance name=\"-x\" myhostname=\"mail.b.test\">\n"
+	  "    <address>192.0.2.2</address>\n"
+	  "  </instance>\n"
+	  "  <instance name=\"host-addresses\" myhostname=\"mail.c.test\">\n"
+	  "    <address>192.0.2.3</address>\n"
+	  "  </instance>\n"
+	  CLOSE,
+	  0, { { 2, "invalid instance name \".host-addresses.tmp\"" NAME_RULE },
+	       { 5, "invalid instance name \"-x\"" NAME_RULE },
+	       { 8, "instance name \"host-addresses\" is reserved" } } },
+	{ "a myhostname too long to be the default name",
+	  OPEN
+	  "  <instance myhostname=\"mail.abcdefghijklmnopqrstuvwxyz.abcdefghijklmnopqrstuvwxyz.example.test\">\n"
+	  "    <address>192.0.2.1</address>\n"
+	  "  </instance>\n"
+	  CLOSE,
+	  0, { { 2, "myhostname \"mail.abcdefghijklmnopqrstuvwxyz.abcdefghijklmnopqrstuvwxyz.example.test\" cannot serve as the instance name "
+		    "(at most 64 characters): add a name attribute" } } },
 	{ "instance name used twice",
 	  OPEN
 	  "  <instance name=\"mx\" myhostname=\"mail.a.test\">\n"
