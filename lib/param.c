@@ -584,6 +584,7 @@ static const struct {
 	{ PF_IDENTITY, "Set by the map." },
 	{ PF_MANAGER, "Written by the manager." },
 	{ PF_RESTART, "A change restarts the instance's listeners." },
+	{ PF_OWN, "vhostmta's own parameter: the Postfix backend does not pass it on." },
 };
 
 static void doc_param(FILE *out, const struct param_def *p)

@@ -32,6 +32,7 @@ enum param_type {
 #define PF_MANAGER  0x02 /* written by the manager (render), not by users */
 #define PF_RESTART  0x04 /* a change needs the listeners re-created */
 #define PF_REQUIRED 0x08 /* must be set (no usable default) */
+#define PF_OWN      0x10 /* vhostmta's own: Postfix has no such parameter */
 
 enum param_id {
 #define PARAM(name, type, def, min, max, choices, flags, doc) P_##name,

@@ -49,6 +49,8 @@ struct map_opts {
 	const char *map;
 	const char *host;
 	const char *outdir;
+	const char *state_dir;
+	const char *backend; /* NULL: the map's choice */
 	bool json;
 };
 
@@ -60,19 +62,28 @@ static void parse_map_opts(const struct command *c, int argc, char **argv, struc
 		{ "host", required_argument, NULL, 'H' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "backend", required_argument, NULL, 'b' },
+		{ "state-dir", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
+	enum backend unused;
 
 	o->map = DEFAULT_MAP;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+m:H:o:jh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+m:H:o:jb:s:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'm': o->map = optarg; break;
 		case 'H': o->host = optarg; break;
 		case 'o': o->outdir = optarg; break;
 		case 'j': o->json = true; break;
+		case 'b':
+			if (!backend_parse(optarg, &unused))
+				usage_error(c, "--backend is vhostmta or postfix, not", optarg);
+			o->backend = optarg;
+			break;
+		case 's': o->state_dir = optarg; break;
 		case 'h': show_help(c); break;
 		default: usage_error(c, "bad option", NULL);
 		}
@@ -85,17 +96,44 @@ static void parse_map_opts(const struct command *c, int argc, char **argv, struc
 		usage_error(c, "-o is not an option of this command", NULL);
 }
 
-/* load: the map, or exit 1 after its errors. */
-static void load(struct map *m, const char *path)
+/* load: the map, or exit 1 after its errors; --backend overrides the map. */
+static void load(struct map *m, const struct map_opts *o)
 {
 	struct diag d = DIAG_INIT;
+	const char *path = o->map;
 
-	if (!map_load(m, path, &d)) {
+	if (map_load(m, path, &d) && o->backend)
+		backend_parse(o->backend, &m->backend);
+	if (d.errors) {
 		fprintf(stderr, "vhostmta: %s: %u error%s, nothing done\n", path, d.errors,
 			d.errors == 1 ? "" : "s");
 		map_free(m);
 		exit(1);
 	}
+}
+
+/* missing_addresses: Postfix refuses an inet_interfaces address that is not
+ * on an interface, so the Postfix backend needs every address here. */
+static unsigned missing_addresses(const struct map *m, const char *host)
+{
+	struct iflist all = { IFLIST_ALL, 0, NULL }, here;
+	struct diag d = DIAG_INIT;
+	char err[200];
+
+	if (!iflist_expand(&all, &here, err, sizeof err)) {
+		fprintf(stderr, "vhostmta: cannot list this host's addresses: %s\n", err);
+		return 1;
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		const struct map_instance *in = &m->inst[i];
+		for (size_t j = 0; map_on_host(in, host) && j < in->naddrs; j++)
+			if (!iflist_contains(&here, &in->addrs[j]))
+				diag_error(&d, m->path, in->addr_line[j],
+					   "address %s of instance \"%s\" is not configured on this host "
+					   "(Postfix refuses it)", in->addr_text[j], in->name);
+	}
+	iflist_free(&here);
+	return d.errors;
 }
 
 static int cmd_check(int argc, char **argv)
@@ -105,7 +143,16 @@ static int cmd_check(int argc, char **argv)
 	size_t n = 0, addrs = 0, domains = 0;
 
 	parse_map_opts(find_command("check"), argc, argv, &o, false);
-	load(&m, o.map);
+	load(&m, &o);
+	if (m.backend == BACKEND_POSTFIX) {
+		unsigned missing = missing_addresses(&m, o.host);
+		if (missing) {
+			fprintf(stderr, "vhostmta: %s: %u address%s missing on this host\n", o.map,
+				missing, missing == 1 ? "" : "es");
+			map_free(&m);
+			return 1;
+		}
+	}
 	for (size_t i = 0; i < m.n; i++) {
 		if (!map_on_host(&m.inst[i], o.host))
 			continue;
@@ -113,9 +160,10 @@ static int cmd_check(int argc, char **argv)
 		addrs += m.inst[i].naddrs;
 		domains += m.inst[i].ndomains;
 	}
-	printf("%s: ok: %zu instance%s, %zu address%s, %zu domain%s%s%s\n", o.map, n,
+	printf("%s: ok: %zu instance%s, %zu address%s, %zu domain%s%s%s%s\n", o.map, n,
 	       n == 1 ? "" : "s", addrs, addrs == 1 ? "" : "es", domains, domains == 1 ? "" : "s",
-	       o.host ? " on host " : "", o.host ? o.host : "");
+	       o.host ? " on host " : "", o.host ? o.host : "",
+	       m.backend == BACKEND_POSTFIX ? " (postfix backend: every address is on this host)" : "");
 	map_free(&m);
 	return 0;
 }
@@ -208,7 +256,7 @@ static int cmd_list(int argc, char **argv)
 	struct buf b = BUF_INIT;
 
 	parse_map_opts(find_command("list"), argc, argv, &o, false);
-	load(&m, o.map);
+	load(&m, &o);
 	if (o.json)
 		list_json(&m, o.host, &b);
 	else
@@ -226,8 +274,13 @@ static int cmd_render(int argc, char **argv)
 	struct render_stats st;
 
 	parse_map_opts(find_command("render"), argc, argv, &o, true);
-	load(&m, o.map);
-	bool ok = render_map(&m, o.outdir, o.host, &st);
+	load(&m, &o);
+	struct render_opts ro = { o.outdir, o.host, m.backend,
+				  o.state_dir ? o.state_dir : RENDER_POSTFIX_STATE };
+	bool ok = render_map(&m, &ro, &st);
+	for (size_t i = 0; i < st.nitems; i++)
+		printf("%s: %s\n", st.items[i].name, render_change_name(st.items[i].change));
+	render_stats_free(&st);
 	printf("%s: %zu instance%s rendered into %s: %zu file%s written, %zu unchanged, "
 	       "%zu director%s removed\n",
 	       o.map, st.instances, st.instances == 1 ? "" : "s", o.outdir, st.written,
@@ -304,12 +357,16 @@ static int cmd_params(int argc, char **argv)
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
-	{ "check", cmd_check, "check [-m MAP] [--host HOST]",
+	{ "check", cmd_check, "check [-m MAP] [--host HOST] [--backend postfix]",
 	  "Read the map, check it against every rule of the map format and the schema,\n"
 	  "and report each problem as one line MAP:LINE: error: WHAT. All problems are\n"
 	  "reported in one run. A clean map prints a one-line summary.\n\n"
 	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
-	  "  -H, --host HOST   count only the instances realized on HOST\n\n"
+	  "  -H, --host HOST   count only the instances realized on HOST\n"
+	  "  -b, --backend B   vhostmta or postfix (default: the map's <defaults backend>);\n"
+	  "                    with postfix, every address must be configured on this\n"
+	  "                    host, as Postfix refuses others: each missing one is\n"
+	  "                    reported with its instance\n\n"
 	  "Exit status: 0 the map is valid, 1 it has errors, 2 usage error.\n" },
 	{ "list", cmd_list, "list [-m MAP] [--host HOST] [--json]",
 	  "List the map's instances, one row each: name, addresses, myhostname, host\n"
@@ -317,16 +374,24 @@ static const struct command commands[] = {
 	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
 	  "  -H, --host HOST   only the instances realized on HOST\n"
 	  "  -j, --json        a JSON array of objects instead of the table\n" },
-	{ "render", cmd_render, "render [-m MAP] -o DIR [--host HOST]",
+	{ "render", cmd_render,
+	  "render [-m MAP] -o DIR [--host HOST] [--backend postfix [--state-dir SDIR]]",
 	  "Check the map, then write one directory per instance under DIR: instance.cf\n"
 	  "(from the instance.cf template) and transport (hosted domain -> next hop),\n"
-	  "plus DIR/" RENDER_SIBLINGS ", every instance address of the host. Files are\n"
-	  "replaced atomically and only when their content changes; directories of\n"
-	  "instances no longer in the map (or not on HOST) are removed. Nothing is\n"
-	  "written when the map has an error.\n\n"
-	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
-	  "  -o, --output DIR  the output directory (created if missing)\n"
-	  "  -H, --host HOST   only the instances realized on HOST\n" },
+	  "plus DIR/" RENDER_SIBLINGS ", every instance address of the host. With the\n"
+	  "postfix backend: main.cf, master.cf and a texthash transport map, for\n"
+	  "`postfix -c DIR/NAME start-fg`, with queue and data under SDIR/NAME.\n"
+	  "Files are replaced atomically and only when their content changes;\n"
+	  "directories of instances no longer in the map (or not on HOST) are removed\n"
+	  "(a Postfix queue never is). Nothing is written when the map has an error.\n"
+	  "Each instance that changed gets one line: NAME: new, NAME: restart\n"
+	  "(addresses changed), NAME: reload, or NAME: removed.\n\n"
+	  "  -m, --map MAP        the map (default " DEFAULT_MAP ")\n"
+	  "  -o, --output DIR     the output directory (created if missing)\n"
+	  "  -H, --host HOST      only the instances realized on HOST\n"
+	  "  -b, --backend B      vhostmta or postfix (default: the map's choice)\n"
+	  "  -s, --state-dir SDIR postfix: queue and data directories\n"
+	  "                       (default " RENDER_POSTFIX_STATE ")\n" },
 	{ "params", cmd_params, "params [-d | -n] [-c FILE] [--doc] [NAME...]",
 	  "Show instance parameters, like postconf(1). Without options, every\n"
 	  "parameter with its default value.\n\n"

@@ -173,11 +173,14 @@ static bool check_deliver(struct walk *w, const char *value, unsigned long line,
 
 static void read_defaults(struct walk *w, xmlNodePtr n)
 {
-	static const char *const allowed[] = { "deliver", NULL };
-	const char *deliver = attr(n, "deliver");
+	static const char *const allowed[] = { "deliver", "backend", NULL };
+	const char *deliver = attr(n, "deliver"), *backend = attr(n, "backend");
 	unsigned before = w->d->errors;
 
 	check_attrs(w, n, allowed);
+	if (backend && !backend_parse(backend, &w->m->backend))
+		diag_error(w->d, w->path, line_of(n), "unknown backend %s: vhostmta or postfix",
+			   quoted(backend));
 	if (deliver && strcmp(deliver, "none") != 0) { /* "none": as on <instance> */
 		w->default_deliver_line = line_of(n);
 		check_deliver(w, deliver, line_of(n), "<defaults>", &w->default_deliver);
@@ -251,6 +254,7 @@ static void add_address(struct walk *w, struct map_instance *in, const struct ip
 		return;
 	size_t k = in->naddrs++;
 	in->addrs[k] = *a;
+	in->addr_line[k] = line;
 	ipaddr_format(a, in->addr_text[k]);
 	void *prev = htab_insert(&w->addrs, in->addr_text[k], (void *)(in - w->m->inst + 1));
 	if (prev) {
@@ -696,6 +700,19 @@ void map_free(struct map *m)
 	free(m->path);
 	memset(m, 0, sizeof *m);
 }
+
+bool backend_parse(const char *s, enum backend *out)
+{
+	if (strcmp(s, "vhostmta") == 0)
+		*out = BACKEND_VHOSTMTA;
+	else if (strcmp(s, "postfix") == 0)
+		*out = BACKEND_POSTFIX;
+	else
+		return false;
+	return true;
+}
+
+const char *backend_name(enum backend b) { return b == BACKEND_POSTFIX ? "postfix" : "vhostmta"; }
 
 bool map_on_host(const struct map_instance *in, const char *host)
 {

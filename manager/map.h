@@ -17,6 +17,13 @@
 /* Reserved name: the host address table beside the instance directories. */
 #define MAP_HOST_TABLE "host-addresses"
 
+/* What runs the instances: vhostmta-instance, or real Postfix instances. */
+enum backend { BACKEND_VHOSTMTA, BACKEND_POSTFIX };
+
+/* backend_parse: "vhostmta" or "postfix"; false for anything else. */
+bool backend_parse(const char *s, enum backend *out);
+const char *backend_name(enum backend b);
+
 struct map_param {
 	enum param_id id;
 	char *value;
@@ -37,6 +44,7 @@ struct map_instance {
 	size_t naddrs;
 	struct ipaddr addrs[2];
 	char addr_text[2][IPADDR_STRLEN];
+	unsigned long addr_line[2];
 	struct map_domain *domains;
 	size_t ndomains;
 	struct map_param *params; /* its own <param>s, after the defaults */
@@ -45,6 +53,7 @@ struct map_instance {
 
 struct map {
 	char *path;
+	enum backend backend; /* <defaults backend=...>, default vhostmta */
 	struct map_param *defaults;
 	size_t ndefaults;
 	struct map_instance *inst;

@@ -1,7 +1,9 @@
-/* render.c: map -> per-instance configuration directories. Writes are
- * atomic (temporary file + rename), grouped under one syncfs, and skipped
- * when the content is unchanged, so a re-render of an unchanged map writes
- * nothing and keeps every mtime. */
+/* render.c: map -> per-instance configuration directories, for either
+ * backend. Writes are atomic (temporary file + rename), grouped under one
+ * syncfs, and skipped when the content is unchanged, so a re-render of an
+ * unchanged map writes nothing and keeps every mtime. Comparing the old
+ * and new files also tells what each instance needs: a start, a restart
+ * (its listeners changed) or a reload. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,18 +22,36 @@
 #include "render.h"
 #include "util.h"
 
+#define MAX_FILES 3
+
+/* One file of an instance, rendered in memory. */
+struct rfile {
+	const char *name;
+	struct buf text;
+	bool restart; /* any change to it re-creates the listeners */
+};
+
 /* A file to be renamed into place once every temporary file is flushed. */
 struct pending {
 	char *tmp, *final; /* relative to the output directory */
 };
 
 struct out {
+	const struct map *m;
+	const struct render_opts *o;
 	int dirfd;
-	const char *dir;
+	char abs[PATH_MAX]; /* the output directory, absolute */
 	struct pending *p;
 	size_t np;
 	struct render_stats *st;
 	bool failed;
+};
+
+struct backend_ops {
+	const char *primary; /* the file that marks a directory as ours */
+	const char *const *files; /* every file render may write in a directory */
+	bool host_table;     /* write the host address table */
+	void (*render)(struct out *o, const struct map_instance *in, struct rfile *f, size_t *n);
 };
 
 static const char *param_value(const struct map *m, const struct map_instance *in,
@@ -47,57 +67,74 @@ static const char *param_value(const struct map *m, const struct map_instance *i
 }
 
 /* The map's parameters of this instance, defaults overridden by its own,
- * in table order so the output is stable. */
-static void put_params(const struct map *m, const struct map_instance *in, struct buf *out)
+ * in table order so the output is stable; skip: flags to leave out. */
+static void put_params(const struct map *m, const struct map_instance *in, unsigned skip,
+		       struct buf *out)
 {
 	for (int id = 0; id < P__COUNT; id++) {
 		const char *v = param_value(m, in, (enum param_id)id);
-		if (v)
+		if (v && !(param_table[id].flags & skip))
 			cf_write_value(out, param_table[id].name, v);
 	}
 }
 
-void render_instance_cf(const struct map *m, const struct map_instance *in, const char *confdir,
-			const char *sibling_table, struct buf *out)
-{
-	const char *t = embed_instance_cf_in;
+/* A template variable: @KEY@ -> value. */
+struct var {
+	const char *key;
+	const char *value;
+};
 
-	while (*t) {
-		const char *at = strchr(t, '@'), *end = at ? strchr(at + 1, '@') : NULL;
-		if (at == NULL || end == NULL) {
-			buf_puts(out, t);
-			break;
+/* set_by_map: line is "name = ..." for a parameter the map sets, so the
+ * map's value replaces the template's line. */
+static bool set_by_map(const struct map *m, const struct map_instance *in, const char *line,
+		       size_t len)
+{
+	size_t n = 0;
+	while (n < len && (line[n] == '_' || (line[n] >= 'a' && line[n] <= 'z') ||
+			   (line[n] >= '0' && line[n] <= '9')))
+		n++;
+	if (n == 0 || n + 2 > len || line[n] != ' ' || line[n + 1] != '=')
+		return false;
+	int id = param_lookup(line, n);
+	return id >= 0 && param_value(m, in, (enum param_id)id) != NULL;
+}
+
+/* expand: the template with @KEY@ replaced from vars and @PARAMS@ by the
+ * map's parameters (except those with a flag in skip). */
+static void expand(const struct map *m, const struct map_instance *in, const char *tpl,
+		   const struct var *vars, unsigned skip, struct buf *out)
+{
+	while (*tpl) {
+		const char *eol = strchr(tpl, '\n');
+		size_t len = eol ? (size_t)(eol - tpl + 1) : strlen(tpl);
+		if (strncmp(tpl, "@PARAMS@", 8) == 0) {
+			put_params(m, in, skip, out);
+		} else if (!set_by_map(m, in, tpl, len)) {
+			for (const char *p = tpl; p < tpl + len; p++) {
+				const char *end = *p == '@' ? memchr(p + 1, '@', (size_t)(tpl + len - p - 1)) : NULL;
+				const struct var *v = vars;
+				for (; end && v->key; v++)
+					if (strlen(v->key) == (size_t)(end - p - 1) &&
+					    memcmp(v->key, p + 1, (size_t)(end - p - 1)) == 0)
+						break;
+				if (end == NULL || v->key == NULL) {
+					buf_putc(out, *p);
+					continue;
+				}
+				buf_puts(out, v->value);
+				p = end;
+			}
 		}
-		buf_append(out, t, (size_t)(at - t));
-		size_t n = (size_t)(end - at - 1);
-		const char *key = at + 1;
-		if (n == 3 && memcmp(key, "MAP", 3) == 0)
-			buf_puts(out, m->path);
-		else if (n == 4 && memcmp(key, "NAME", 4) == 0)
-			buf_puts(out, in->name);
-		else if (n == 10 && memcmp(key, "MYHOSTNAME", 10) == 0)
-			buf_puts(out, in->myhostname);
-		else if (n == 15 && memcmp(key, "INET_INTERFACES", 15) == 0)
-			map_inet_interfaces(in, out);
-		else if (n == 16 && memcmp(key, "CONFIG_DIRECTORY", 16) == 0)
-			buf_puts(out, confdir);
-		else if (n == 13 && memcmp(key, "SIBLING_TABLE", 13) == 0)
-			buf_puts(out, sibling_table);
-		else if (n == 6 && memcmp(key, "PARAMS", 6) == 0) {
-			put_params(m, in, out);
-			if (end[1] == '\n')
-				end++; /* the block ends with its own newline */
-		} else
-			msg_panic("instance.cf.in: unknown placeholder @%.*s@", (int)n, key);
-		t = end + 1;
+		tpl += len;
 	}
 }
 
-static void render_transport(const struct map *m, const struct map_instance *in, struct buf *out)
+static void render_transport(const struct map *m, const struct map_instance *in, bool postfix,
+			     struct buf *out)
 {
 	buf_printf(out, "%s from %s; do not edit.\n", RENDER_MARKER, m->path);
-	buf_printf(out, "# Hosted domains of instance %s and the next hop of their inbound mail.\n",
-		   in->name);
+	buf_printf(out, "# Hosted domains of instance %s and the next hop of their inbound mail%s.\n",
+		   in->name, postfix ? " (a Postfix texthash: transport map)" : "");
 	for (size_t i = 0; i < in->ndomains; i++) {
 		const struct map_domain *d = &in->domains[i];
 		if (d->deliver)
@@ -107,26 +144,142 @@ static void render_transport(const struct map *m, const struct map_instance *in,
 	}
 }
 
-/* same_content: the file at dirfd/path holds exactly text[0..len). */
-static bool same_content(int dirfd, const char *path, const char *text, size_t len)
+static void render_vhostmta(struct out *o, const struct map_instance *in, struct rfile *f,
+			    size_t *n)
+{
+	char confdir[PATH_MAX + 80], siblings[PATH_MAX + 32];
+	struct buf ifaces = BUF_INIT;
+
+	snprintf(confdir, sizeof confdir, "%s/%s", o->abs, in->name);
+	snprintf(siblings, sizeof siblings, "%s/%s", o->abs, RENDER_SIBLINGS);
+	map_inet_interfaces(in, &ifaces);
+	const struct var vars[] = {
+		{ "MAP", o->m->path }, { "NAME", in->name }, { "MYHOSTNAME", in->myhostname },
+		{ "INET_INTERFACES", buf_cstr(&ifaces) }, { "CONFIG_DIRECTORY", confdir },
+		{ "SIBLING_TABLE", siblings }, { NULL, NULL },
+	};
+	f[0].name = "instance.cf";
+	expand(o->m, in, embed_instance_cf_in, vars, 0, &f[0].text);
+	f[1].name = "transport";
+	render_transport(o->m, in, false, &f[1].text);
+	*n = 2;
+	buf_free(&ifaces);
+}
+
+static const char *inet_protocols(const struct map_instance *in)
+{
+	bool v4 = false, v6 = false;
+	for (size_t i = 0; i < in->naddrs; i++)
+		*(in->addrs[i].family == AF_INET ? &v4 : &v6) = true;
+	return v4 && v6 ? "all" : v6 ? "ipv6" : "ipv4";
+}
+
+/* relay_domains: the domains whose inbound mail the instance accepts. */
+static void relay_domains(const struct map_instance *in, struct buf *out)
+{
+	for (size_t i = 0; i < in->ndomains; i++)
+		if (in->domains[i].deliver)
+			buf_printf(out, "%s%s", out->len ? " " : "", in->domains[i].name);
+}
+
+/* ensure_queue: Postfix will not start without its queue_directory. */
+static void ensure_queue(const char *state)
+{
+	char path[PATH_MAX + 96];
+	const char *p = state;
+
+	snprintf(path, sizeof path, "%s/queue", state);
+	while ((p = strchr(p + 1, '/')) != NULL) {
+		char parent[PATH_MAX + 80];
+		snprintf(parent, sizeof parent, "%.*s", (int)(p - state), state);
+		mkdir(parent, 0755);
+	}
+	mkdir(state, 0755);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST)
+		msg_warn("%s: cannot create the Postfix queue directory: %s", path, strerror(errno));
+}
+
+static void render_postfix(struct out *o, const struct map_instance *in, struct rfile *f,
+			   size_t *n)
+{
+	char confdir[PATH_MAX + 80], state[PATH_MAX + 80], port[16];
+	struct buf ifaces = BUF_INIT, relay = BUF_INIT;
+	const char *listen = param_value(o->m, in, P_smtpd_listen_port);
+
+	snprintf(confdir, sizeof confdir, "%s/%s", o->abs, in->name);
+	snprintf(state, sizeof state, "%s/%s", o->o->state_dir, in->name);
+	snprintf(port, sizeof port, "%-13s", listen && strcmp(listen, "25") != 0 ? listen : "smtp");
+	map_inet_interfaces(in, &ifaces);
+	relay_domains(in, &relay);
+	const struct var vars[] = {
+		{ "MAP", o->m->path }, { "NAME", in->name }, { "MYHOSTNAME", in->myhostname },
+		{ "INET_INTERFACES", buf_cstr(&ifaces) }, { "INET_PROTOCOLS", inet_protocols(in) },
+		{ "CONFIG_DIRECTORY", confdir }, { "STATE_DIRECTORY", state },
+		{ "RELAY_DOMAINS", buf_cstr(&relay) }, { "SMTPD_SERVICE", port }, { NULL, NULL },
+	};
+	f[0].name = "main.cf";
+	expand(o->m, in, embed_main_cf_in, vars, PF_OWN, &f[0].text);
+	f[1].name = "master.cf";
+	f[1].restart = true;
+	expand(o->m, in, embed_master_cf_in, vars, PF_OWN, &f[1].text);
+	f[2].name = "transport";
+	render_transport(o->m, in, true, &f[2].text);
+	*n = 3;
+	ensure_queue(state);
+	buf_free(&ifaces);
+	buf_free(&relay);
+}
+
+static const char *const vhostmta_files[] = { "instance.cf", "transport", NULL };
+static const char *const postfix_files[] = { "main.cf", "master.cf", "transport", NULL };
+
+static const struct backend_ops backends[] = {
+	[BACKEND_VHOSTMTA] = { "instance.cf", vhostmta_files, true, render_vhostmta },
+	[BACKEND_POSTFIX] = { "main.cf", postfix_files, false, render_postfix },
+};
+
+/* read_file_at: the whole regular file dirfd/path into b; false if absent. */
+static bool read_file_at(int dirfd, const char *path, struct buf *b)
 {
 	struct stat st;
 	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	bool same = false;
+	bool ok = false;
 
+	buf_reset(b);
 	if (fd < 0)
 		return false;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == len) {
-		char *cur = xmalloc(len + 1);
-		size_t got = 0;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < (1 << 24)) {
+		buf_reserve(b, (size_t)st.st_size);
 		ssize_t r;
-		while (got < len && ((r = read(fd, cur + got, len - got)) > 0 || (r < 0 && errno == EINTR)))
-			got += r > 0 ? (size_t)r : 0;
-		same = got == len && memcmp(cur, text, len) == 0;
-		free(cur);
+		while ((r = read(fd, b->data + b->len, (size_t)st.st_size + 1 - b->len)) > 0 ||
+		       (r < 0 && errno == EINTR))
+			b->len += r > 0 ? (size_t)r : 0;
+		b->data[b->len] = 0;
+		ok = r == 0;
 	}
 	close(fd);
-	return same;
+	return ok;
+}
+
+/* restart_lines: the logical lines of text that set a parameter whose
+ * change needs the listeners re-created, concatenated. */
+static void restart_lines(const char *text, struct buf *out)
+{
+	bool keep = false;
+
+	buf_reset(out);
+	for (const char *p = text; *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p + 1) : strlen(p);
+		if (*p != ' ' && *p != '\t') {
+			size_t n = strcspn(p, " =\t\n");
+			int id = param_lookup(p, n);
+			keep = id >= 0 && (param_table[id].flags & PF_RESTART);
+		}
+		if (keep)
+			buf_append(out, p, len);
+		p += len;
+	}
 }
 
 static bool write_all(int fd, const char *p, size_t n)
@@ -143,23 +296,16 @@ static bool write_all(int fd, const char *p, size_t n)
 	return true;
 }
 
-/* stage: unless unchanged, write text to a temporary beside path and
- * queue the rename. In a directory created just now there is nothing to
- * compare with. */
-static void stage(struct out *o, const char *dir, const char *file, const struct buf *text,
-		  bool fresh)
+/* stage: write text to a temporary beside dir/file and queue the rename. */
+static void stage(struct out *o, const char *dir, const char *file, const struct buf *text)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 
 	snprintf(path, sizeof path, "%s%s%s", dir, *dir ? "/" : "", file);
 	snprintf(tmp, sizeof tmp, "%s%s.%s.tmp", dir, *dir ? "/" : "", file);
-	if (!fresh && same_content(o->dirfd, path, buf_cstr(text), text->len)) {
-		o->st->unchanged++;
-		return;
-	}
 	int fd = openat(o->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0 || !write_all(fd, buf_cstr(text), text->len) || close(fd) != 0) {
-		msg_error("%s/%s: cannot write: %s", o->dir, tmp, strerror(errno));
+		msg_error("%s/%s: cannot write: %s", o->o->outdir, tmp, strerror(errno));
 		if (fd >= 0)
 			unlinkat(o->dirfd, tmp, 0);
 		o->failed = true;
@@ -169,6 +315,48 @@ static void stage(struct out *o, const char *dir, const char *file, const struct
 	o->p[o->np++] = (struct pending){ xstrdup(tmp), xstrdup(path) };
 }
 
+static void note(struct render_stats *st, const char *name, enum render_change c)
+{
+	st->items = xreallocarray(st->items, st->nitems + 1, sizeof *st->items);
+	struct render_item *it = &st->items[st->nitems++];
+	snprintf(it->name, sizeof it->name, "%s", name);
+	it->change = c;
+}
+
+/* stage_instance: stage the files that changed and note what the instance
+ * needs. In a directory created just now there is nothing to compare. */
+static void stage_instance(struct out *o, const char *name, struct rfile *f, size_t n, bool fresh)
+{
+	struct buf old = BUF_INIT, a = BUF_INIT, b = BUF_INIT;
+	bool changed = false, restart = false, is_new = fresh;
+
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/%s", name, f[i].name);
+		bool exists = !fresh && read_file_at(o->dirfd, path, &old);
+		if (exists && old.len == f[i].text.len &&
+		    memcmp(old.data, buf_cstr(&f[i].text), old.len) == 0) {
+			o->st->unchanged++;
+			continue;
+		}
+		if (i == 0 && !exists)
+			is_new = true;
+		if (i == 0 && exists) {
+			restart_lines(buf_cstr(&old), &a);
+			restart_lines(buf_cstr(&f[i].text), &b);
+			restart |= a.len != b.len || memcmp(buf_cstr(&a), buf_cstr(&b), a.len) != 0;
+		}
+		restart |= f[i].restart;
+		changed = true;
+		stage(o, name, f[i].name, &f[i].text);
+	}
+	if (changed)
+		note(o->st, name, is_new ? CHANGE_NEW : restart ? CHANGE_RESTART : CHANGE_RELOAD);
+	buf_free(&old);
+	buf_free(&a);
+	buf_free(&b);
+}
+
 /* commit: one syncfs makes every temporary file durable, then the renames,
  * then one more syncfs for the directory entries. */
 static void commit(struct out *o)
@@ -176,14 +364,14 @@ static void commit(struct out *o)
 	if (o->np == 0)
 		return;
 	if (syncfs(o->dirfd) != 0)
-		msg_warn("%s: syncfs: %s", o->dir, strerror(errno));
+		msg_warn("%s: syncfs: %s", o->o->outdir, strerror(errno));
 	for (size_t i = 0; i < o->np; i++) {
 		if (!o->failed && renameat(o->dirfd, o->p[i].tmp, o->dirfd, o->p[i].final) == 0) {
 			o->st->written++;
 		} else {
 			if (!o->failed)
-				msg_error("%s/%s: cannot rename into place: %s", o->dir, o->p[i].final,
-					  strerror(errno));
+				msg_error("%s/%s: cannot rename into place: %s", o->o->outdir,
+					  o->p[i].final, strerror(errno));
 			o->failed = true;
 			unlinkat(o->dirfd, o->p[i].tmp, 0);
 		}
@@ -194,14 +382,14 @@ static void commit(struct out *o)
 	o->p = NULL;
 	o->np = 0;
 	if (syncfs(o->dirfd) != 0)
-		msg_warn("%s: syncfs: %s", o->dir, strerror(errno));
+		msg_warn("%s: syncfs: %s", o->o->outdir, strerror(errno));
 }
 
-/* ours: dir was written by render (its instance.cf starts with the marker). */
-static bool ours(int dirfd, const char *name)
+/* ours: dir was written by render (its primary file starts with the marker). */
+static bool ours(int dirfd, const char *name, const struct backend_ops *b)
 {
 	char path[PATH_MAX], head[sizeof RENDER_MARKER];
-	snprintf(path, sizeof path, "%s/instance.cf", name);
+	snprintf(path, sizeof path, "%s/%s", name, b->primary);
 	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return false;
@@ -210,26 +398,26 @@ static bool ours(int dirfd, const char *name)
 	return n == (ssize_t)sizeof head - 1 && memcmp(head, RENDER_MARKER, sizeof head - 1) == 0;
 }
 
-static void remove_instance_dir(struct out *o, const char *name)
+static void remove_instance_dir(struct out *o, const char *name, const struct backend_ops *b)
 {
-	static const char *const files[] = { "instance.cf", "transport", ".instance.cf.tmp",
-					     ".transport.tmp" };
 	char path[PATH_MAX];
 
-	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
-		snprintf(path, sizeof path, "%s/%s", name, files[i]);
+	for (const char *const *f = b->files; *f; f++) {
+		snprintf(path, sizeof path, "%s/%s", name, *f);
+		unlinkat(o->dirfd, path, 0);
+		snprintf(path, sizeof path, "%s/.%s.tmp", name, *f);
 		unlinkat(o->dirfd, path, 0);
 	}
 	if (unlinkat(o->dirfd, name, AT_REMOVEDIR) == 0) {
 		o->st->removed++;
-		msg_debug("removed %s/%s", o->dir, name);
+		note(o->st, name, CHANGE_REMOVED);
 	} else {
-		msg_warn("%s/%s: instance gone from the map, directory kept: %s", o->dir, name,
+		msg_warn("%s/%s: instance gone from the map, directory kept: %s", o->o->outdir, name,
 			 strerror(errno));
 	}
 }
 
-static void remove_stale(struct out *o, const struct htab *rendered)
+static void remove_stale(struct out *o, const struct htab *rendered, const struct backend_ops *b)
 {
 	int fd = dup(o->dirfd);
 	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
@@ -238,21 +426,21 @@ static void remove_stale(struct out *o, const struct htab *rendered)
 	size_t ngone = 0;
 
 	if (dir == NULL) {
-		msg_error("%s: cannot read directory: %s", o->dir, strerror(errno));
+		msg_error("%s: cannot read directory: %s", o->o->outdir, strerror(errno));
 		o->failed = true;
 		return;
 	}
 	while ((e = readdir(dir)) != NULL) {
 		if (e->d_name[0] == '.' || htab_get(rendered, e->d_name))
 			continue;
-		if ((e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) && ours(o->dirfd, e->d_name)) {
+		if ((e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) && ours(o->dirfd, e->d_name, b)) {
 			gone = xreallocarray(gone, ngone + 1, sizeof *gone);
 			gone[ngone++] = xstrdup(e->d_name);
 		}
 	}
 	closedir(dir);
 	for (size_t i = 0; i < ngone; i++) {
-		remove_instance_dir(o, gone[i]);
+		remove_instance_dir(o, gone[i], b);
 		free(gone[i]);
 	}
 	free(gone);
@@ -288,6 +476,11 @@ static bool open_outdir(struct out *o, const char *outdir)
 		close(o->dirfd);
 		return false;
 	}
+	if (realpath(outdir, o->abs) == NULL) {
+		msg_error("%s: %s", outdir, strerror(errno));
+		close(o->dirfd);
+		return false;
+	}
 	return true;
 }
 
@@ -299,52 +492,73 @@ static void progress(size_t done, size_t total, bool tty)
 			done == total ? "\n" : "");
 }
 
-bool render_map(const struct map *m, const char *outdir, const char *host, struct render_stats *st)
+bool render_map(const struct map *m, const struct render_opts *opts, struct render_stats *st)
 {
-	bool tty = isatty(STDERR_FILENO);
-	struct out o = { .dir = outdir, .st = st };
+	const struct backend_ops *b = &backends[opts->backend];
+	struct out o = { .m = m, .o = opts, .st = st };
 	struct htab rendered;
-	struct buf text = BUF_INIT;
-	char abs[PATH_MAX], confdir[PATH_MAX + 80], siblings[PATH_MAX + 32];
+	struct rfile f[MAX_FILES];
+	bool tty = isatty(STDERR_FILENO);
 
 	memset(st, 0, sizeof *st);
-	if (!open_outdir(&o, outdir))
+	memset(f, 0, sizeof f);
+	if (!open_outdir(&o, opts->outdir))
 		return false;
-	if (realpath(outdir, abs) == NULL) {
-		msg_error("%s: %s", outdir, strerror(errno));
-		close(o.dirfd);
-		return false;
-	}
-	snprintf(siblings, sizeof siblings, "%s/%s", abs, RENDER_SIBLINGS);
 	htab_init(&rendered, false);
 	for (size_t i = 0; i < m->n && !o.failed; i++) {
 		const struct map_instance *in = &m->inst[i];
-		if (!map_on_host(in, host))
+		if (!map_on_host(in, opts->host))
 			continue;
 		htab_insert(&rendered, in->name, (void *)1);
 		bool fresh = mkdirat(o.dirfd, in->name, 0755) == 0;
 		if (!fresh && errno != EEXIST) {
-			msg_error("%s/%s: cannot create: %s", outdir, in->name, strerror(errno));
+			msg_error("%s/%s: cannot create: %s", opts->outdir, in->name, strerror(errno));
 			o.failed = true;
 			break;
 		}
-		snprintf(confdir, sizeof confdir, "%s/%s", abs, in->name);
-		buf_reset(&text);
-		render_instance_cf(m, in, confdir, siblings, &text);
-		stage(&o, in->name, "instance.cf", &text, fresh);
-		buf_reset(&text);
-		render_transport(m, in, &text);
-		stage(&o, in->name, "transport", &text, fresh);
+		size_t n = 0;
+		for (size_t k = 0; k < MAX_FILES; k++) {
+			buf_reset(&f[k].text);
+			f[k].restart = false;
+		}
+		b->render(&o, in, f, &n);
+		stage_instance(&o, in->name, f, n, fresh);
 		progress(++st->instances, m->n, tty);
 	}
-	buf_reset(&text);
-	render_siblings(m, host, &text);
-	stage(&o, "", RENDER_SIBLINGS, &text, false);
+	if (b->host_table) {
+		buf_reset(&f[0].text);
+		render_siblings(m, opts->host, &f[0].text);
+		if (read_file_at(o.dirfd, RENDER_SIBLINGS, &f[1].text) &&
+		    f[1].text.len == f[0].text.len &&
+		    memcmp(f[1].text.data, f[0].text.data, f[0].text.len) == 0)
+			st->unchanged++;
+		else
+			stage(&o, "", RENDER_SIBLINGS, &f[0].text);
+	}
 	commit(&o);
 	if (!o.failed)
-		remove_stale(&o, &rendered);
+		remove_stale(&o, &rendered, b);
+	for (size_t k = 0; k < MAX_FILES; k++)
+		buf_free(&f[k].text);
 	htab_free(&rendered);
-	buf_free(&text);
 	close(o.dirfd);
 	return !o.failed;
+}
+
+void render_stats_free(struct render_stats *st)
+{
+	free(st->items);
+	st->items = NULL;
+	st->nitems = 0;
+}
+
+const char *render_change_name(enum render_change c)
+{
+	static const char *const names[] = {
+		[CHANGE_NEW] = "new",
+		[CHANGE_RESTART] = "restart (addresses changed)",
+		[CHANGE_RELOAD] = "reload",
+		[CHANGE_REMOVED] = "removed",
+	};
+	return names[c];
 }

@@ -62,6 +62,15 @@ static const char *example_map(void)
 	return p;
 }
 
+/* render: the vhostmta backend into dir (relative to tmpdir). */
+static bool render(const struct map *m, const char *dir, const char *host, struct render_stats *st)
+{
+	struct render_opts o = { path_in(dir), host, BACKEND_VHOSTMTA, NULL };
+	bool ok = render_map(m, &o, st);
+	render_stats_free(st);
+	return ok;
+}
+
 static void load_ok(struct map *m, const char *path)
 {
 	struct diag d = DIAG_INIT;
@@ -103,7 +112,7 @@ static void test_render_parses_back(void **state)
 	char confdir[600], transport[700];
 
 	load_ok(&m, example_map());
-	assert_true(render_map(&m, path_in("out"), NULL, &st));
+	assert_true(render(&m, "out", NULL, &st));
 	assert_int_equal(st.instances, 3);
 	assert_int_equal(st.written, 7); /* 3 x (instance.cf, transport) + host-addresses */
 	assert_int_equal(st.unchanged, 0);
@@ -172,10 +181,10 @@ static void test_rerender_writes_nothing(void **state)
 					     "out2/host-addresses" };
 
 	load_ok(&m, example_map());
-	assert_true(render_map(&m, path_in("out2"), NULL, &st));
+	assert_true(render(&m, "out2", NULL, &st));
 	for (size_t i = 0; i < ARRAY_LEN(files); i++)
 		age(path_in(files[i]));
-	assert_true(render_map(&m, path_in("out2"), NULL, &st));
+	assert_true(render(&m, "out2", NULL, &st));
 	assert_int_equal(st.written, 0);
 	assert_int_equal(st.unchanged, 7);
 	assert_int_equal(st.removed, 0);
@@ -217,7 +226,7 @@ static void test_changed_map(void **state)
 	write_file(path_in("map.xml"), orig);
 	free(orig);
 	load_ok(&m, path_in("map.xml"));
-	assert_true(render_map(&m, path_in("out3"), NULL, &st));
+	assert_true(render(&m, "out3", NULL, &st));
 	map_free(&m);
 	assert_int_equal(mkdir(path_in("out3/foreign"), 0755), 0);
 	write_file(path_in("out3/foreign/notes"), "not ours\n");
@@ -225,7 +234,7 @@ static void test_changed_map(void **state)
 
 	write_file(path_in("map.xml"), changed_map);
 	load_ok(&m, path_in("map.xml"));
-	assert_true(render_map(&m, path_in("out3"), NULL, &st));
+	assert_true(render(&m, "out3", NULL, &st));
 	assert_int_equal(st.instances, 2);
 	assert_int_equal(st.removed, 1);
 	/* bravo's instance.cf and the host's address table changed. */
@@ -259,7 +268,7 @@ static void test_host_filter(void **state)
 
 	write_file(path_in("hosts.xml"), hosts_map);
 	load_ok(&m, path_in("hosts.xml"));
-	assert_true(render_map(&m, path_in("out4"), "MX1", &st));
+	assert_true(render(&m, "out4", "MX1", &st));
 	assert_int_equal(st.instances, 2);
 	assert_int_equal(access(path_in("out4/a/instance.cf"), F_OK), 0);
 	assert_int_equal(access(path_in("out4/b"), F_OK), -1);
@@ -273,7 +282,7 @@ static void test_host_filter(void **state)
 	assert_string_equal(cf_str(&cf, P_inet_interfaces), "192.0.2.3 2001:db8::3");
 	cf_free(&cf);
 	/* Rendering for the other host removes a, adds b. */
-	assert_true(render_map(&m, path_in("out4"), "mx2", &st));
+	assert_true(render(&m, "out4", "mx2", &st));
 	assert_int_equal(st.removed, 1);
 	assert_int_equal(access(path_in("out4/a"), F_OK), -1);
 	assert_int_equal(access(path_in("out4/b/instance.cf"), F_OK), 0);
@@ -299,7 +308,7 @@ static void test_long_value_round_trip(void **state)
 		   "  </instance>\n</map>\n", buf_cstr(&nets));
 	write_file(path_in("long.xml"), buf_cstr(&map));
 	load_ok(&m, path_in("long.xml"));
-	assert_true(render_map(&m, path_in("out5"), NULL, &st));
+	assert_true(render(&m, "out5", NULL, &st));
 	assert_non_null(realpath(path_in("out5"), real));
 	snprintf(file, sizeof file, "%s/long/instance.cf", real);
 	char *t = read_file(file);
@@ -313,6 +322,138 @@ static void test_long_value_round_trip(void **state)
 	buf_free(&nets);
 }
 
+/* changes: render map text with a backend and return "name:change ..." */
+static char *changes(const char *maptext, const char *dir, enum backend b)
+{
+	struct map m;
+	struct render_stats st;
+	struct buf out = BUF_INIT;
+	struct render_opts o = { path_in(dir), NULL, b, path_in("state") };
+
+	write_file(path_in("changes.xml"), maptext);
+	load_ok(&m, path_in("changes.xml"));
+	assert_true(render_map(&m, &o, &st));
+	for (size_t i = 0; i < st.nitems; i++)
+		buf_printf(&out, "%s%s:%s", i ? " " : "", st.items[i].name,
+			   render_change_name(st.items[i].change));
+	render_stats_free(&st);
+	map_free(&m);
+	return buf_steal(&out);
+}
+
+#define INST(name, addr, extra)                                                    \
+	"  <instance name=\"" name "\" myhostname=\"mail." name ".test\">\n"       \
+	"    <address>" addr "</address>\n"                                      \
+	"    <domain name=\"" name ".test\" deliver=\"smtp:[192.0.2.100]:25\"/>\n" \
+	extra "  </instance>\n"
+
+static void expect_changes(const char *maptext, const char *dir, enum backend b,
+			   const char *want)
+{
+	char *got = changes(maptext, dir, b);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* Both backends: a new instance starts, a parameter change reloads, an
+ * address or port change restarts, a vanished instance is removed, and
+ * nothing else is touched. */
+static void test_change_kinds(void **state)
+{
+	static const char *const dirs[] = { "chg-v", "chg-p" };
+	const char *open_ = "<map xmlns=\"urn:vhostmta:map:1\">\n";
+	struct buf a = BUF_INIT;
+
+	for (int k = 0; k < 2; k++) {
+		enum backend b = k ? BACKEND_POSTFIX : BACKEND_VHOSTMTA;
+		buf_reset(&a);
+		buf_printf(&a, "%s%s%s%s</map>\n", open_, INST("a", "192.0.2.1", ""),
+			   INST("b", "192.0.2.2", ""), INST("c", "192.0.2.3", ""));
+		expect_changes(buf_cstr(&a), dirs[k], b, "a:new b:new c:new");
+		expect_changes(buf_cstr(&a), dirs[k], b, "");
+
+		buf_reset(&a);
+		buf_printf(&a, "%s%s%s%s</map>\n", open_, INST("a", "192.0.2.1", ""),
+			   INST("b", "192.0.2.2", "    <param name=\"message_size_limit\" value=\"5000000\"/>\n"),
+			   INST("c", "192.0.2.33", ""));
+		expect_changes(buf_cstr(&a), dirs[k], b, "b:reload c:restart (addresses changed)");
+
+		buf_reset(&a);
+		buf_printf(&a, "%s<defaults><param name=\"smtpd_listen_port\" value=\"2525\"/></defaults>\n%s%s</map>\n",
+			   open_, INST("b", "192.0.2.2", "    <param name=\"message_size_limit\" value=\"5000000\"/>\n"),
+			   INST("c", "192.0.2.33", ""));
+		expect_changes(buf_cstr(&a), dirs[k], b,
+			       "b:restart (addresses changed) c:restart (addresses changed) a:removed");
+	}
+	buf_free(&a);
+}
+
+static void test_postfix_files(void **state)
+{
+	static const char map_text[] =
+		"<map xmlns=\"urn:vhostmta:map:1\">\n"
+		"  <defaults backend=\"postfix\">\n"
+		"    <param name=\"mynetworks\" value=\"127.0.0.0/8\"/>\n"
+		"    <param name=\"smtpd_listen_port\" value=\"2525\"/>\n"
+		"    <param name=\"idle_exit_time\" value=\"60s\"/>\n"
+		"  </defaults>\n"
+		"  <instance name=\"a\" myhostname=\"mail.a.test\">\n"
+		"    <address>192.0.2.1</address>\n"
+		"    <address>2001:db8::1</address>\n"
+		"    <domain name=\"a.test\" deliver=\"lmtp:unix:/run/dovecot/lmtp\"/>\n"
+		"    <domain name=\"b.test\"/>\n"
+		"    <domain name=\"c.test\" deliver=\"smtp:[192.0.2.9]:2526\"/>\n"
+		"    <param name=\"inet_protocols\" value=\"ipv4\"/>\n"
+		"  </instance>\n"
+		"</map>\n";
+	struct map m;
+	struct render_stats st;
+	char real[512], want[700];
+
+	write_file(path_in("pf.xml"), map_text);
+	load_ok(&m, path_in("pf.xml"));
+	assert_int_equal(m.backend, BACKEND_POSTFIX);
+	struct render_opts o = { path_in("out6"), NULL, m.backend, path_in("pfstate") };
+	assert_true(render_map(&m, &o, &st));
+	assert_int_equal(st.written, 3);
+	render_stats_free(&st);
+	assert_non_null(realpath(path_in("out6"), real));
+
+	char *t = read_file(path_in("out6/a/main.cf"));
+	assert_non_null(strstr(t, "\nmyhostname = mail.a.test\n"));
+	assert_non_null(strstr(t, "\ninet_interfaces = 192.0.2.1 2001:db8::1\n"));
+	assert_non_null(strstr(t, "\nrelay_domains = a.test c.test\n"));
+	assert_non_null(strstr(t, "\nmulti_instance_name = vhostmta-a\n"));
+	snprintf(want, sizeof want, "\nconfig_directory = %s/a\n", real);
+	assert_non_null(strstr(t, want));
+	snprintf(want, sizeof want, "\nqueue_directory = %s/a/queue\n", path_in("pfstate"));
+	assert_non_null(strstr(t, want));
+	/* The map's inet_protocols replaces the template's line, once. */
+	assert_non_null(strstr(t, "\ninet_protocols = ipv4\n"));
+	assert_null(strstr(t, "inet_protocols = all"));
+	assert_null(strstr(strstr(t, "inet_protocols") + 1, "inet_protocols"));
+	/* vhostmta's own parameters never reach Postfix. */
+	assert_null(strstr(t, "smtpd_listen_port"));
+	assert_null(strstr(t, "idle_exit_time"));
+	assert_non_null(strstr(t, "\nmynetworks = 127.0.0.0/8\n"));
+	free(t);
+	t = read_file(path_in("out6/a/master.cf"));
+	assert_non_null(strstr(t, "\n2525          inet  n"));
+	assert_null(strstr(t, "\nsmtp          inet"));
+	free(t);
+	t = read_file(path_in("out6/a/transport"));
+	assert_non_null(strstr(t, "\na.test\tlmtp:unix:/run/dovecot/lmtp\n"));
+	assert_non_null(strstr(t, "\nc.test\tsmtp:[192.0.2.9]:2526\n"));
+	assert_non_null(strstr(t, "\n# b.test: outbound only\n"));
+	free(t);
+	struct stat sb;
+	assert_int_equal(stat(path_in("pfstate/a/queue"), &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	/* No host address table for Postfix. */
+	assert_int_equal(access(path_in("out6/host-addresses"), F_OK), -1);
+	map_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -321,6 +462,8 @@ int main(void)
 		cmocka_unit_test(test_changed_map),
 		cmocka_unit_test(test_host_filter),
 		cmocka_unit_test(test_long_value_round_trip),
+		cmocka_unit_test(test_change_kinds),
+		cmocka_unit_test(test_postfix_files),
 	};
 	return cmocka_run_group_tests_name("render", tests, setup, teardown);
 }
