@@ -17,7 +17,7 @@
 #include "param.h"
 #include "util.h"
 
-#define ALL_FLAGS (PF_IDENTITY | PF_MANAGER | PF_RESTART | PF_REQUIRED)
+#define ALL_FLAGS (PF_IDENTITY | PF_MANAGER | PF_RESTART | PF_REQUIRED | PF_OWN)
 
 static void record(void *ctx, enum diag_level level, const char *file,
 		   unsigned long line, const char *msg)
