@@ -261,6 +261,19 @@ static bool read_file_at(int dirfd, const char *path, struct buf *b)
 	return ok;
 }
 
+/* significant: text without its comment lines; what the instance reads. */
+static void significant(const char *text, struct buf *out)
+{
+	buf_reset(out);
+	for (const char *p = text; *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p + 1) : strlen(p);
+		if (*p != '#')
+			buf_append(out, p, len);
+		p += len;
+	}
+}
+
 /* restart_lines: the logical lines of text that set a parameter whose
  * change needs the listeners re-created, concatenated. */
 static void restart_lines(const char *text, struct buf *out)
@@ -280,6 +293,11 @@ static void restart_lines(const char *text, struct buf *out)
 			buf_append(out, p, len);
 		p += len;
 	}
+}
+
+static bool buf_equal(const struct buf *a, const struct buf *b)
+{
+	return a->len == b->len && memcmp(buf_cstr(a), buf_cstr(b), a->len) == 0;
 }
 
 static bool write_all(int fd, const char *p, size_t n)
@@ -324,7 +342,9 @@ static void note(struct render_stats *st, const char *name, enum render_change c
 }
 
 /* stage_instance: stage the files that changed and note what the instance
- * needs. In a directory created just now there is nothing to compare. */
+ * needs. A change in comments only (the map's path in a header) is
+ * written but needs nothing. In a directory created just now there is
+ * nothing to compare. */
 static void stage_instance(struct out *o, const char *name, struct rfile *f, size_t n, bool fresh)
 {
 	struct buf old = BUF_INIT, a = BUF_INIT, b = BUF_INIT;
@@ -334,23 +354,29 @@ static void stage_instance(struct out *o, const char *name, struct rfile *f, siz
 		char path[PATH_MAX];
 		snprintf(path, sizeof path, "%s/%s", name, f[i].name);
 		bool exists = !fresh && read_file_at(o->dirfd, path, &old);
-		if (exists && old.len == f[i].text.len &&
-		    memcmp(old.data, buf_cstr(&f[i].text), old.len) == 0) {
+		if (exists && buf_equal(&old, &f[i].text)) {
 			o->st->unchanged++;
 			continue;
 		}
-		if (i == 0 && !exists)
-			is_new = true;
-		if (i == 0 && exists) {
+		stage(o, name, f[i].name, &f[i].text);
+		if (!exists) {
+			is_new |= i == 0;
+			changed = true;
+			continue;
+		}
+		significant(buf_cstr(&old), &a);
+		significant(buf_cstr(&f[i].text), &b);
+		if (buf_equal(&a, &b))
+			continue;
+		changed = true;
+		restart |= f[i].restart;
+		if (i == 0) {
 			restart_lines(buf_cstr(&old), &a);
 			restart_lines(buf_cstr(&f[i].text), &b);
-			restart |= a.len != b.len || memcmp(buf_cstr(&a), buf_cstr(&b), a.len) != 0;
+			restart |= !buf_equal(&a, &b);
 		}
-		restart |= f[i].restart;
-		changed = true;
-		stage(o, name, f[i].name, &f[i].text);
 	}
-	if (changed)
+	if (changed || is_new)
 		note(o->st, name, is_new ? CHANGE_NEW : restart ? CHANGE_RESTART : CHANGE_RELOAD);
 	buf_free(&old);
 	buf_free(&a);
@@ -528,9 +554,7 @@ bool render_map(const struct map *m, const struct render_opts *opts, struct rend
 	if (b->host_table) {
 		buf_reset(&f[0].text);
 		render_siblings(m, opts->host, &f[0].text);
-		if (read_file_at(o.dirfd, RENDER_SIBLINGS, &f[1].text) &&
-		    f[1].text.len == f[0].text.len &&
-		    memcmp(f[1].text.data, f[0].text.data, f[0].text.len) == 0)
+		if (read_file_at(o.dirfd, RENDER_SIBLINGS, &f[1].text) && buf_equal(&f[1].text, &f[0].text))
 			st->unchanged++;
 		else
 			stage(&o, "", RENDER_SIBLINGS, &f[0].text);

@@ -388,6 +388,30 @@ static void test_change_kinds(void **state)
 	buf_free(&a);
 }
 
+/* The same map read from another path changes only the header comments:
+ * the files are rewritten, and no instance needs anything. */
+static void test_comment_only_change(void **state)
+{
+	const char *text = "<map xmlns=\"urn:vhostmta:map:1\">\n"
+			   INST("a", "192.0.2.1", "") "</map>\n";
+	struct map m;
+	struct render_stats st;
+
+	for (int k = 0; k < 2; k++) {
+		enum backend b = k ? BACKEND_POSTFIX : BACKEND_VHOSTMTA;
+		const char *dir = k ? "cmt-p" : "cmt-v";
+		expect_changes(text, dir, b, "a:new");
+		write_file(path_in("moved.xml"), text);
+		load_ok(&m, path_in("moved.xml"));
+		struct render_opts o = { path_in(dir), NULL, b, path_in("state") };
+		assert_true(render_map(&m, &o, &st));
+		assert_int_equal(st.nitems, 0);
+		assert_true(st.written >= 2);
+		render_stats_free(&st);
+		map_free(&m);
+	}
+}
+
 static void test_postfix_files(void **state)
 {
 	static const char map_text[] =
@@ -463,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_host_filter),
 		cmocka_unit_test(test_long_value_round_trip),
 		cmocka_unit_test(test_change_kinds),
+		cmocka_unit_test(test_comment_only_change),
 		cmocka_unit_test(test_postfix_files),
 	};
 	return cmocka_run_group_tests_name("render", tests, setup, teardown);
