@@ -199,11 +199,29 @@ static void ensure_queue(const char *state)
 		msg_warn("%s: cannot create the Postfix queue directory: %s", path, strerror(errno));
 }
 
+/* lmtp_identity: the lmtp_* twins of the map's smtp_* identity values. */
+static void lmtp_identity(const struct map *m, const struct map_instance *in, struct buf *out)
+{
+	static const struct {
+		enum param_id smtp;
+		const char *lmtp;
+	} twins[] = {
+		{ P_smtp_bind_address, "lmtp_bind_address" },
+		{ P_smtp_bind_address6, "lmtp_bind_address6" },
+		{ P_smtp_helo_name, "lmtp_lhlo_name" },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(twins); i++) {
+		const char *v = param_value(m, in, twins[i].smtp);
+		if (v)
+			buf_printf(out, "%s%s = %s", out->len ? "\n" : "", twins[i].lmtp, v);
+	}
+}
+
 static void render_postfix(struct out *o, const struct map_instance *in, struct rfile *f,
 			   size_t *n)
 {
 	char confdir[PATH_MAX + 80], state[PATH_MAX + 80], port[16];
-	struct buf ifaces = BUF_INIT, relay = BUF_INIT;
+	struct buf ifaces = BUF_INIT, relay = BUF_INIT, lmtp = BUF_INIT;
 	const char *listen = param_value(o->m, in, P_smtpd_listen_port);
 
 	snprintf(confdir, sizeof confdir, "%s/%s", o->abs, in->name);
@@ -211,11 +229,13 @@ static void render_postfix(struct out *o, const struct map_instance *in, struct 
 	snprintf(port, sizeof port, "%-13s", listen && strcmp(listen, "25") != 0 ? listen : "smtp");
 	map_inet_interfaces(in, &ifaces);
 	relay_domains(in, &relay);
+	lmtp_identity(o->m, in, &lmtp);
 	const struct var vars[] = {
 		{ "MAP", o->m->path }, { "NAME", in->name }, { "MYHOSTNAME", in->myhostname },
 		{ "INET_INTERFACES", buf_cstr(&ifaces) }, { "INET_PROTOCOLS", inet_protocols(in) },
 		{ "CONFIG_DIRECTORY", confdir }, { "STATE_DIRECTORY", state },
-		{ "RELAY_DOMAINS", buf_cstr(&relay) }, { "SMTPD_SERVICE", port }, { NULL, NULL },
+		{ "RELAY_DOMAINS", buf_cstr(&relay) }, { "SMTPD_SERVICE", port },
+		{ "LMTP", buf_cstr(&lmtp) }, { NULL, NULL },
 	};
 	f[0].name = "main.cf";
 	expand(o->m, in, embed_main_cf_in, vars, PF_OWN, &f[0].text);
@@ -228,6 +248,7 @@ static void render_postfix(struct out *o, const struct map_instance *in, struct 
 	ensure_queue(state);
 	buf_free(&ifaces);
 	buf_free(&relay);
+	buf_free(&lmtp);
 }
 
 static const char *const vhostmta_files[] = { "instance.cf", "transport", NULL };

@@ -428,6 +428,8 @@ static void test_postfix_files(void **state)
 		"    <domain name=\"b.test\"/>\n"
 		"    <domain name=\"c.test\" deliver=\"smtp:[192.0.2.9]:2526\"/>\n"
 		"    <param name=\"inet_protocols\" value=\"ipv4\"/>\n"
+		"    <param name=\"smtp_bind_address\" value=\"192.0.2.1\"/>\n"
+		"    <param name=\"smtp_helo_name\" value=\"out.a.test\"/>\n"
 		"  </instance>\n"
 		"</map>\n";
 	struct map m;
@@ -456,6 +458,10 @@ static void test_postfix_files(void **state)
 	assert_non_null(strstr(t, "\ninet_protocols = ipv4\n"));
 	assert_null(strstr(t, "inet_protocols = all"));
 	assert_null(strstr(strstr(t, "inet_protocols") + 1, "inet_protocols"));
+	/* Postfix's lmtp reads only lmtp_*: the identity is copied literally. */
+	assert_non_null(strstr(t, "\nlmtp_bind_address = 192.0.2.1\nlmtp_lhlo_name = out.a.test\n"));
+	assert_null(strstr(t, "lmtp_bind_address6"));
+	assert_null(strstr(t, "$smtp_"));
 	/* vhostmta's own parameters never reach Postfix. */
 	assert_null(strstr(t, "smtpd_listen_port"));
 	assert_null(strstr(t, "idle_exit_time"));
