@@ -385,7 +385,7 @@ static const struct command commands[] = {
 	  "directories of instances no longer in the map (or not on HOST) are removed\n"
 	  "(a Postfix queue never is). Nothing is written when the map has an error.\n"
 	  "Each instance that changed gets one line: NAME: new, NAME: restart\n"
-	  "(addresses changed), NAME: reload, or NAME: removed.\n\n"
+	  "(listeners changed), NAME: reload, or NAME: removed.\n\n"
 	  "  -m, --map MAP        the map (default " DEFAULT_MAP ")\n"
 	  "  -o, --output DIR     the output directory (created if missing)\n"
 	  "  -H, --host HOST      only the instances realized on HOST\n"

@@ -601,7 +601,7 @@ const char *render_change_name(enum render_change c)
 {
 	static const char *const names[] = {
 		[CHANGE_NEW] = "new",
-		[CHANGE_RESTART] = "restart (addresses changed)",
+		[CHANGE_RESTART] = "restart (listeners changed)",
 		[CHANGE_RELOAD] = "reload",
 		[CHANGE_REMOVED] = "removed",
 	};

@@ -248,7 +248,7 @@ pid_alpha=$(master_pid alpha) pid_bravo=$(master_pid bravo) pid_charlie=$(master
 nsx ip addr add 127.0.0.5/8 dev lo
 sed 's/127\.0\.0\.3/127.0.0.5/g' "$work/map.xml" > "$work/map2.xml"
 render "$work/map2.xml" "render a new address for bravo"
-eq "$(instance_lines "$work/render.out")" "bravo: restart (addresses changed)" "address change"
+eq "$(instance_lines "$work/render.out")" "bravo: restart (listeners changed)" "address change"
 eq "$(postconf -c "$out/bravo" -h inet_interfaces smtp_bind_address | tr '\n' ' ')" "127.0.0.5 127.0.0.5 " "bravo's new address"
 if pf "postfix -c '$out/bravo' check"; then ok; else bad "postfix -c bravo check after the change: exit $?"; fi
 clean_tty "postfix -c bravo check after the change"

@@ -376,14 +376,14 @@ static void test_change_kinds(void **state)
 		buf_printf(&a, "%s%s%s%s</map>\n", open_, INST("a", "192.0.2.1", ""),
 			   INST("b", "192.0.2.2", "    <param name=\"message_size_limit\" value=\"5000000\"/>\n"),
 			   INST("c", "192.0.2.33", ""));
-		expect_changes(buf_cstr(&a), dirs[k], b, "b:reload c:restart (addresses changed)");
+		expect_changes(buf_cstr(&a), dirs[k], b, "b:reload c:restart (listeners changed)");
 
 		buf_reset(&a);
 		buf_printf(&a, "%s<defaults><param name=\"smtpd_listen_port\" value=\"2525\"/></defaults>\n%s%s</map>\n",
 			   open_, INST("b", "192.0.2.2", "    <param name=\"message_size_limit\" value=\"5000000\"/>\n"),
 			   INST("c", "192.0.2.33", ""));
 		expect_changes(buf_cstr(&a), dirs[k], b,
-			       "b:restart (addresses changed) c:restart (addresses changed) a:removed");
+			       "b:restart (listeners changed) c:restart (listeners changed) a:removed");
 	}
 	buf_free(&a);
 }
