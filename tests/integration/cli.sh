@@ -7,20 +7,8 @@ set -u
 work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-cli.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 map=$TOP/templates/example-map.xml
-pass=0 fail=0
 
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-# expect CODE DESCRIPTION CMD...: CMD exits with CODE; output in $work/out, $work/err.
-expect() {
-	code=$1 what=$2; shift 2
-	"$@" > "$work/out" 2> "$work/err"
-	rc=$?
-	if [ "$rc" = "$code" ]; then ok; else bad "$what: exit $rc, expected $code"; cat "$work/err"; fi
-}
-has() { # FILE TEXT DESCRIPTION
-	if grep -qF -- "$2" "$1"; then ok; else bad "$3: '$2' not in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
-}
+. "$TOP/tests/lib.sh"
 
 expect 0 "check example" "$VHOSTMTA" check -m "$map"
 has "$work/out" "ok: 3 instances, 3 addresses, 5 domains" "check summary"
@@ -86,5 +74,4 @@ for c in check list render params; do
 	has "$work/out" "usage: vhostmta $c" "$c help"
 done
 
-echo "cli: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish cli

@@ -40,7 +40,6 @@ state=$work/state      # render --state-dir
 sink=$work/sink        # SMTP sink dumps
 lsink=$work/lsink      # LMTP sink dumps
 sinkpids=
-pass=0 fail=0
 
 cleanup() {
 	rc=$?
@@ -69,22 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-# expect CODE DESCRIPTION CMD...: CMD exits with CODE; output in $work/out, $work/err.
-expect() {
-	code=$1 what=$2; shift 2
-	"$@" > "$work/out" 2> "$work/err"
-	rc=$?
-	if [ "$rc" = "$code" ]; then ok; else
-		bad "$what: exit $rc, expected $code"; sed 's/^/  | /' "$work/out" "$work/err"; fi
-}
-has() { # FILE TEXT DESCRIPTION
-	if grep -qF -- "$2" "$1"; then ok; else bad "$3: '$2' not in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
-}
-eq() { # GOT WANT DESCRIPTION
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', expected '$2'"; fi
-}
+. "$TOP/tests/lib.sh"
 nsx() { ip netns exec "$ns" "$@"; }
 # pf CMD...: run CMD (one shell command line) in the namespace with a tty,
 # so that Postfix prints its warnings and fatal errors; output in $work/tty.
@@ -290,5 +274,4 @@ if [ -e "$out/charlie" ]; then bad "$out/charlie is still there"; else ok; fi
 if [ -d "$state/charlie/queue" ]; then ok; else bad "render removed charlie's queue (a Postfix queue never is)"; fi
 eq "$(master_pid alpha)" "$pid_alpha" "alpha's master untouched by the removal"
 
-echo "postfix: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish postfix

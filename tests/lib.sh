@@ -1,0 +1,25 @@
+# lib.sh: assertions shared by the integration tests (sourced, not run).
+# The sourcing script sets $work (a scratch directory); results count in
+# $pass and $fail, and finish prints "NAME: N passed, M failed".
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+# expect CODE DESCRIPTION CMD...: CMD exits with CODE; output in $work/out, $work/err.
+expect() {
+	code=$1 what=$2; shift 2
+	"$@" > "$work/out" 2> "$work/err"
+	rc=$?
+	if [ "$rc" = "$code" ]; then ok; else
+		bad "$what: exit $rc, expected $code"; sed 's/^/  | /' "$work/out" "$work/err"; fi
+}
+has() { # FILE TEXT DESCRIPTION
+	if grep -qF -- "$2" "$1"; then ok; else bad "$3: '$2' not in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
+}
+eq() { # GOT WANT DESCRIPTION
+	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', expected '$2'"; fi
+}
+finish() { # NAME
+	echo "$1: $pass passed, $fail failed"
+	[ "$fail" = 0 ]
+}
