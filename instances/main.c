@@ -1,0 +1,566 @@
+/* main.c: vhostmta-instance, one SMTP instance. Reads instance.cf, opens
+ * the queue, takes its listening sockets (passed by systemd or the
+ * manager, or bound here), and runs the connections on sd-event until
+ * SIGTERM (drain), or until idle_exit_time passes with nothing to do.
+ * SIGHUP re-reads instance.cf for new sessions. Owns the process: the
+ * signals, sd_notify, the group-commit hook and the timers. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "buf.h"
+#include "cf.h"
+#include "conn.h"
+#include "listen.h"
+#include "log.h"
+#include "policy.h"
+#include "queue.h"
+#include "util.h"
+
+#ifndef VERSION
+#define VERSION "0.1"
+#endif
+#define PROG "vhostmta-instance"
+#define USEC_PER_SEC 1000000ULL
+#define STATUS_INTERVAL USEC_PER_SEC     /* at most one STATUS= per second */
+#define FINAL_GRACE (5 * USEC_PER_SEC)   /* after the forced close, exit anyway */
+
+enum mode { MODE_RUN, MODE_CHECK, MODE_DEFAULTS, MODE_HELP, MODE_VERSION };
+
+struct opts {
+	enum mode mode;
+	const char *cf;
+	int verbose;
+};
+
+struct instance {
+	const char *cfpath;
+	sd_event *event;
+	struct queue *queue;
+	struct listeners listeners;
+	struct server server;
+	sd_event_source *post, *idle, *stop, *status;
+	sd_event_source *sig[3];
+	bool stopping, forced;
+	uint64_t status_at;  /* when STATUS= was last sent */
+	char status_text[96];
+};
+
+/* ---- command line ------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: " PROG " -c FILE [-v] [--check]\n"
+		   "       " PROG " --dump-defaults | --help | --version\n\n"
+		   "One vhostmta SMTP instance. Listens on the sockets passed with\n"
+		   "LISTEN_FDS (systemd socket activation, or vhostmta run), each of which\n"
+		   "must be an inet_interfaces address at smtpd_listen_port; without them\n"
+		   "it binds those addresses itself.\n\n"
+		   "  -c, --config FILE   the instance's instance.cf (required)\n"
+		   "  -v, --verbose       more log lines (repeat for more)\n"
+		   "      --check         check FILE, print \"FILE: ok\" and exit\n"
+		   "      --dump-defaults print every parameter's default and exit\n"
+		   "  -h, --help          this text\n"
+		   "  -V, --version       print the version\n\n"
+		   "Signals: SIGTERM/SIGINT drain and exit, SIGHUP re-reads FILE.\n");
+}
+
+static void usage_error(const char *what, const char *arg) __attribute__((noreturn));
+static void usage_error(const char *what, const char *arg)
+{
+	fprintf(stderr, PROG ": %s%s%s%s\n", what, arg ? " '" : "", arg ? arg : "", arg ? "'" : "");
+	fprintf(stderr, "Try '" PROG " --help'.\n");
+	exit(2);
+}
+
+static void parse_args(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "check", no_argument, NULL, 'C' },
+		{ "dump-defaults", no_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	memset(o, 0, sizeof *o);
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":c:vhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->cf = optarg; break;
+		case 'v': o->verbose++; break;
+		case 'C': o->mode = MODE_CHECK; break;
+		case 'D': o->mode = MODE_DEFAULTS; break;
+		case 'h': o->mode = MODE_HELP; return;
+		case 'V': o->mode = MODE_VERSION; return;
+		case ':': usage_error("option needs an argument:", argv[optind - 1]);
+		default: usage_error("unknown option", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument", argv[optind]);
+	if ((o->mode == MODE_RUN || o->mode == MODE_CHECK) && o->cf == NULL)
+		usage_error("-c FILE is required", NULL);
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+/* Under the daemon, diagnostics are log lines (with "<N>" priorities). */
+static void log_sink(void *ctx, enum diag_level level, const char *file, unsigned long line,
+		     const char *msg)
+{
+	int prio = level == DIAG_ERROR ? LOG_ERR : LOG_WARNING;
+	const char *what = level == DIAG_ERROR ? "error" : "warning";
+	(void)ctx;
+
+	if (line)
+		log_msg(prio, "%s:%lu: %s: %s", file, line, what, msg);
+	else
+		log_msg(prio, "%s: %s: %s", file, what, msg);
+}
+
+/* conf_read: parse and check path; every error is reported. */
+static bool conf_read(struct sconf *c, const char *path, struct diag *d)
+{
+	cf_parse_file(&c->cf, path, d); /* cf_finalize reports the rest too */
+	return cf_finalize(&c->cf, path, d) && d->errors == 0;
+}
+
+static bool conf_policy(struct sconf *c, struct diag *d)
+{
+	const struct cf *cf = &c->cf;
+
+	c->policy_loaded = policy_load(&c->policy, cf_str(cf, P_transport_table),
+				       cf_str(cf, P_mynetworks), cf_str(cf, P_inet_interfaces),
+				       cf_str(cf, P_proxy_interfaces), d);
+	return c->policy_loaded && d->errors == 0;
+}
+
+/* conf_load: a whole generation, or NULL after reporting why. */
+static struct sconf *conf_load(const char *path, struct diag *d)
+{
+	struct sconf *c = sconf_new();
+
+	if (conf_read(c, path, d) && conf_policy(c, d))
+		return c;
+	sconf_unref(c);
+	return NULL;
+}
+
+/* The running instance keeps these until it is restarted: the listeners
+ * (PF_RESTART) and the queue it has open. */
+static bool needs_restart(enum param_id id)
+{
+	return (param_table[id].flags & PF_RESTART) || id == P_queue_directory;
+}
+
+/* escape_dollars: v as a raw value that expands back to v. */
+static char *escape_dollars(const char *v)
+{
+	struct buf b = BUF_INIT;
+
+	for (; *v; v++) {
+		if (*v == '$')
+			buf_putc(&b, '$');
+		buf_putc(&b, *v);
+	}
+	return buf_steal(&b);
+}
+
+/* pin_restart_params: a reload keeps the old value of every parameter
+ * that needs a restart, with a warning; returns how many changed. */
+static size_t pin_restart_params(const struct cf *old, struct cf *cf, const char *path)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < P__COUNT; i++) {
+		enum param_id id = (enum param_id)i;
+		if (!needs_restart(id) || strcmp(cf_str(old, id), cf_str(cf, id)) == 0)
+			continue;
+		msg_warn("%s changed: restart the instance to apply", param_table[id].name);
+		char *raw = escape_dollars(cf_str(old, id));
+		cf_set_id(cf, id, raw, old->v[id].file ? old->v[id].file : path, old->v[id].line);
+		free(raw);
+		n++;
+	}
+	return n;
+}
+
+/* log_name: syslog_name for the log; log.c keeps the pointer. */
+static void set_log_name(const struct cf *cf)
+{
+	static char *name;
+	char *old = name;
+
+	name = xstrdup(cf_str(cf, P_syslog_name));
+	log_init(name);
+	free(old);
+}
+
+/* ---- STATUS=, idle exit, stopping ---------------------------------------- */
+
+static uint64_t now_usec(sd_event *e)
+{
+	uint64_t t = 0;
+
+	sd_event_now(e, CLOCK_MONOTONIC, &t);
+	return t;
+}
+
+static void status_send(struct instance *in)
+{
+	char text[sizeof in->status_text];
+
+	snprintf(text, sizeof text, "STATUS=sessions %zu, queue %zu",
+		 server_sessions(&in->server), queue_size(in->queue));
+	in->status_at = now_usec(in->event);
+	if (strcmp(text, in->status_text) == 0)
+		return;
+	memcpy(in->status_text, text, sizeof text);
+	sd_notify(0, text);
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s; (void)usec;
+	status_send(userdata);
+	return 0;
+}
+
+/* status_changed: STATUS= now, or at most once per STATUS_INTERVAL. */
+static void status_changed(struct instance *in)
+{
+	int on = SD_EVENT_OFF;
+	uint64_t due = in->status_at + STATUS_INTERVAL;
+
+	sd_event_source_get_enabled(in->status, &on);
+	if (on != SD_EVENT_OFF)
+		return;
+	if (now_usec(in->event) >= due) {
+		status_send(in);
+		return;
+	}
+	sd_event_source_set_time(in->status, due);
+	sd_event_source_set_enabled(in->status, SD_EVENT_ONESHOT);
+}
+
+static uint64_t idle_usec(const struct instance *in)
+{
+	return (uint64_t)cf_num(&in->server.conf->cf, P_idle_exit_time) * USEC_PER_SEC;
+}
+
+/* idle_rearm: the idle period starts again at the last session's end. */
+static void idle_rearm(struct instance *in)
+{
+	if (in->stopping || idle_usec(in) == 0 || server_sessions(&in->server) > 0) {
+		sd_event_source_set_enabled(in->idle, SD_EVENT_OFF);
+		return;
+	}
+	sd_event_source_set_time_relative(in->idle, idle_usec(in));
+	sd_event_source_set_enabled(in->idle, SD_EVENT_ONESHOT);
+}
+
+static void exit_when_drained(struct instance *in)
+{
+	if (in->stopping && server_sessions(&in->server) == 0)
+		sd_event_exit(in->event, 0);
+}
+
+static int on_idle(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct instance *in = userdata;
+	(void)s; (void)usec;
+
+	if (server_sessions(&in->server) > 0 || queue_size(in->queue) > 0 ||
+	    queue_pending(in->queue) > 0) {
+		idle_rearm(in);
+		return 0;
+	}
+	msg_info("idle for %llus: exiting", (unsigned long long)(idle_usec(in) / USEC_PER_SEC));
+	sd_notify(0, "STOPPING=1");
+	in->stopping = true;
+	sd_event_exit(in->event, 0);
+	return 0;
+}
+
+static void sessions_changed(void *ctx)
+{
+	struct instance *in = ctx;
+
+	status_changed(in);
+	idle_rearm(in);
+	exit_when_drained(in);
+}
+
+/* on_stop_timer: sessions outlived smtpd_timeout after SIGTERM: close
+ * them; if some still wait for the queue after FINAL_GRACE, exit anyway
+ * (nothing unacknowledged is lost). */
+static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct instance *in = userdata;
+	(void)s; (void)usec;
+
+	if (in->forced) {
+		msg_warn("%zu sessions did not end: exiting", server_sessions(&in->server));
+		sd_event_exit(in->event, 0);
+		return 0;
+	}
+	in->forced = true;
+	msg_warn("%zu sessions still open: closing them", server_sessions(&in->server));
+	sd_event_source_set_time_relative(in->stop, FINAL_GRACE);
+	sd_event_source_set_enabled(in->stop, SD_EVENT_ONESHOT);
+	server_close_all(&in->server);
+	return 0;
+}
+
+static void begin_stop(struct instance *in, const char *why)
+{
+	if (in->stopping) {
+		msg_info("%s again: closing every session now", why);
+		in->forced = true;
+		server_close_all(&in->server);
+		return;
+	}
+	in->stopping = true;
+	sd_notify(0, "STOPPING=1");
+	msg_info("%s: stopping (%zu sessions)", why, server_sessions(&in->server));
+	sd_event_source_set_enabled(in->idle, SD_EVENT_OFF);
+	uint64_t limit = (uint64_t)cf_num(&in->server.conf->cf, P_smtpd_timeout) * USEC_PER_SEC;
+	sd_event_source_set_time_relative(in->stop, limit);
+	sd_event_source_set_enabled(in->stop, SD_EVENT_ONESHOT);
+	server_shutdown(&in->server);
+	exit_when_drained(in);
+}
+
+/* ---- reload -------------------------------------------------------------- */
+
+static struct sconf *reload_conf(struct instance *in, struct diag *d)
+{
+	struct sconf *c = sconf_new();
+	bool ok = conf_read(c, in->cfpath, d);
+
+	if (ok && pin_restart_params(&in->server.conf->cf, &c->cf, in->cfpath) > 0)
+		ok = cf_finalize(&c->cf, in->cfpath, d) && d->errors == 0;
+	if (ok && conf_policy(c, d))
+		return c;
+	sconf_unref(c);
+	return NULL;
+}
+
+static void reload(struct instance *in)
+{
+	struct diag d = { log_sink, NULL, 0, 0 };
+
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now_usec(in->event));
+	struct sconf *c = reload_conf(in, &d);
+	if (c == NULL) {
+		msg_error("reload: %s has %u error%s: keeping the old configuration", in->cfpath,
+			  d.errors, d.errors == 1 ? "" : "s");
+	} else {
+		c->smtpd.queue = in->queue;
+		server_set_conf(&in->server, c);
+		sconf_unref(c);
+		set_log_name(&in->server.conf->cf);
+		msg_info("reloaded %s: new sessions use it", in->cfpath);
+		idle_rearm(in);
+	}
+	sd_notify(0, "READY=1");
+}
+
+/* ---- event sources ------------------------------------------------------- */
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct instance *in = userdata;
+	(void)s;
+
+	if (si->ssi_signo == SIGHUP) {
+		if (!in->stopping)
+			reload(in);
+		return 0;
+	}
+	begin_stop(in, si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+	return 0;
+}
+
+/* on_post: the group commit. After the I/O callbacks of an iteration,
+ * one flush makes every message submitted in it durable. */
+static int on_post(sd_event_source *s, void *userdata)
+{
+	struct instance *in = userdata;
+	(void)s;
+
+	if (queue_pending(in->queue) > 0) {
+		queue_flush(in->queue);
+		status_changed(in);
+	}
+	return 0;
+}
+
+static void add_signals(struct instance *in)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < ARRAY_LEN(sigs); i++)
+		sigaddset(&set, sigs[i]);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		msg_fatal("sigprocmask: %s", strerror(errno));
+	for (size_t i = 0; i < ARRAY_LEN(sigs); i++) {
+		int r = sd_event_add_signal(in->event, &in->sig[i], sigs[i], on_signal, in);
+		if (r < 0)
+			msg_fatal("sd_event_add_signal: %s", strerror(-r));
+	}
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* add_timer: a one-shot CLOCK_MONOTONIC timer, disabled until armed. */
+static sd_event_source *add_timer(struct instance *in, sd_event_time_handler_t cb,
+				  uint64_t accuracy)
+{
+	sd_event_source *s = NULL;
+	int r = sd_event_add_time(in->event, &s, CLOCK_MONOTONIC, UINT64_MAX, accuracy, cb, in);
+
+	if (r < 0)
+		msg_fatal("sd_event_add_time: %s", strerror(-r));
+	sd_event_source_set_enabled(s, SD_EVENT_OFF);
+	return s;
+}
+
+static void add_sources(struct instance *in)
+{
+	int r;
+
+	if ((r = sd_event_default(&in->event)) < 0)
+		msg_fatal("sd_event_default: %s", strerror(-r));
+	add_signals(in);
+	if ((r = sd_event_add_post(in->event, &in->post, on_post, in)) < 0)
+		msg_fatal("sd_event_add_post: %s", strerror(-r));
+	in->idle = add_timer(in, on_idle, USEC_PER_SEC);
+	in->stop = add_timer(in, on_stop_timer, USEC_PER_SEC / 10);
+	in->status = add_timer(in, on_status_timer, USEC_PER_SEC / 10);
+	if ((r = sd_event_set_watchdog(in->event, true)) < 0)
+		msg_fatal("sd_event_set_watchdog: %s", strerror(-r));
+}
+
+static void drop_sources(struct instance *in)
+{
+	for (size_t i = 0; i < ARRAY_LEN(in->sig); i++)
+		in->sig[i] = sd_event_source_unref(in->sig[i]);
+	in->post = sd_event_source_unref(in->post);
+	in->idle = sd_event_source_unref(in->idle);
+	in->stop = sd_event_source_unref(in->stop);
+	in->status = sd_event_source_unref(in->status);
+}
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+static void log_listeners(const struct listeners *ls)
+{
+	char txt[SOCKADDR_TEXT_MAX];
+
+	for (size_t i = 0; i < ls->n; i++) {
+		const struct listener *l = &ls->v[i];
+		sockaddr_text(&l->addr, l->port, txt);
+		if (l->passed)
+			msg_info("listening on %s (passed socket %s)", txt, l->name);
+		else
+			msg_info("listening on %s", txt);
+	}
+}
+
+/* start: configuration, queue and listeners; any failure is fatal. */
+static struct sconf *start(struct instance *in)
+{
+	struct diag d = { log_sink, NULL, 0, 0 };
+	char err[512];
+	struct sconf *c = conf_load(in->cfpath, &d);
+
+	if (c == NULL)
+		msg_fatal("%s: %u error%s", in->cfpath, d.errors, d.errors == 1 ? "" : "s");
+	set_log_name(&c->cf);
+	in->queue = queue_open(cf_str(&c->cf, P_queue_directory));
+	if (in->queue == NULL)
+		msg_fatal("cannot use queue_directory %s", cf_str(&c->cf, P_queue_directory));
+	c->smtpd.queue = in->queue;
+	if (!listen_open(&c->cf, &in->listeners, err, sizeof err))
+		msg_fatal("%s", err);
+	return c;
+}
+
+static void finish(struct instance *in)
+{
+	server_free(&in->server);
+	if (queue_pending(in->queue) > 0)
+		queue_flush(in->queue);
+	queue_close(in->queue);
+	drop_sources(in);
+	in->event = sd_event_unref(in->event);
+}
+
+static int run(const struct opts *o)
+{
+	struct instance in = { .cfpath = o->cf };
+	char err[512];
+	struct sconf *c = start(&in);
+
+	add_sources(&in);
+	server_init(&in.server, in.event, c);
+	sconf_unref(c);
+	in.server.changed = sessions_changed;
+	in.server.ctx = &in;
+	if (!server_listen(&in.server, &in.listeners, err, sizeof err))
+		msg_fatal("%s", err);
+	log_listeners(&in.listeners);
+	sd_notify(0, "READY=1");
+	status_send(&in);
+	idle_rearm(&in);
+	int r = sd_event_loop(in.event);
+	if (r < 0)
+		msg_error("event loop: %s", strerror(-r));
+	finish(&in);
+	msg_info("stopped");
+	return r < 0 ? 1 : r;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	struct diag d = DIAG_INIT;
+
+	log_init(PROG);
+	parse_args(argc, argv, &o);
+	log_set_verbose(o.verbose);
+	switch (o.mode) {
+	case MODE_HELP:
+		usage(stdout);
+		return 0;
+	case MODE_VERSION:
+		printf(PROG " %s\n", VERSION);
+		return 0;
+	case MODE_DEFAULTS:
+		param_dump_defaults(stdout);
+		return 0;
+	case MODE_CHECK: {
+		struct sconf *c = conf_load(o.cf, &d);
+		if (c == NULL)
+			return 1;
+		sconf_unref(c);
+		printf("%s: ok\n", o.cf);
+		return 0;
+	}
+	case MODE_RUN:
+		break;
+	}
+	return run(&o);
+}

@@ -1,0 +1,1026 @@
+/* queue.c: the instance's durable queue (queue.h, DESIGN §5). Owns the
+ * queue directory (locked for the life of the queue), queue ids, the
+ * record writer with its group commit, the clean-up of crash leftovers and
+ * the strict reader. The writer and the reader share one set of record
+ * rules (rec_admit, rec_payload_ok, rec_complete), so a file the queue has
+ * acknowledged is always one qmsg_read accepts.
+ *
+ * Group commit (strategy "a"): every pending file gets fdatasync(), after a
+ * sync_file_range() kick that starts all their writeback at once when
+ * there are several; checked close; rename tmp/ID -> incoming/ID; one
+ * fsync() of incoming/. tmp/ is never fsync'ed: a name left there by a
+ * crash is removed by queue_open, and the file's blocks are already
+ * durable through the incoming/ link.
+ *
+ * Measured on this machine (ext4 on virtio, /tmp, 2 KB files, msg/s, best
+ * and worst of several runs while other builds shared the disk):
+ *
+ *   batch   (a) fdatasync each   (a) + sync_file_range kick   (b) syncfs x2
+ *     1         1300 - 1500            (not used for 1)          600 - 700
+ *     5         1800 - 2200              2300 - 3800            1550 - 3350
+ *    20         1700 - 2300              2250 - 3500            1800 - 4100
+ *
+ * (b) loses by half for single files (two whole-filesystem syncs), and its
+ * cost grows with whatever else on the filesystem is dirty; (a) with the
+ * kick is never far behind at 20 and is not hostage to other writers. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "queue.h"
+#include "util.h"
+
+/* Queue ids. 11 hex digits cannot hold microseconds since the epoch (that
+ * needs 13 until the year 2112), so the time takes 13 digits and the
+ * per-process sequence the remaining 3: 4096 ids per microsecond. */
+#define QID_TIME_DIGITS 13
+#define QID_SEQ_DIGITS (QID_LEN - QID_TIME_DIGITS)
+#define QID_SEQ_MAX ((1u << (4 * QID_SEQ_DIGITS)) - 1)
+#define QID_TIME_MAX ((UINT64_C(1) << (4 * QID_TIME_DIGITS)) - 1)
+#define QID_TRIES 1000
+
+#define QREC_HDR 5                  /* type byte, 4-byte big-endian length */
+#define QF_WRITE_AT ((128u << 10) - 64) /* buffered bytes that force a write */
+#define CORRUPT_SUFFIXES 100
+#define ID_FLOOR_AHEAD (UINT64_C(86400) * 1000000u) /* ignore ids further ahead */
+
+/* Records that may appear once: one bit each in rstate.seen. */
+enum { SEEN_TIME = 1, SEEN_CLIENT = 2, SEEN_SENDER = 4 };
+
+/* rstate: what the record rules need to know about the records so far. */
+struct rstate {
+	size_t nrecs, nrcpts;
+	unsigned seen;
+};
+
+struct queue {
+	char *dir;
+	int dirfd, tmpfd, incfd, corfd;
+	size_t size;       /* valid files in incoming/ */
+	size_t pending;    /* submitted, not yet flushed */
+	size_t open_files; /* created, neither submitted nor aborted */
+	struct qfile *head, *tail; /* submitted, in submission order */
+};
+
+struct qfile {
+	struct queue *q;
+	struct qfile *next;
+	char id[QID_LEN + 1];
+	int fd;            /* -1 once closed */
+	int err;           /* first error (errno value); the file is gone then */
+	struct rstate st;
+	struct buf buf;    /* records not yet written */
+	qdone_fn *done;
+	void *ctx;
+};
+
+/* The id clock: per process, so two queues never hand out the same id. */
+static uint64_t id_last_us;
+static unsigned id_seq;
+
+/* ---- record rules, shared by writer and reader ------------------------ */
+
+static const char *rec_name(int type)
+{
+	switch (type) {
+	case QREC_VERSION: return "VERSION";
+	case QREC_TIME: return "TIME";
+	case QREC_CLIENT: return "CLIENT";
+	case QREC_SENDER: return "SENDER";
+	case QREC_RCPT: return "RCPT";
+	case QREC_ATTR: return "ATTR";
+	case QREC_DATA: return "DATA";
+	case QREC_END: return "END";
+	}
+	return NULL;
+}
+
+static unsigned seen_bit(int type)
+{
+	return type == QREC_TIME ? SEEN_TIME : type == QREC_CLIENT ? SEEN_CLIENT
+		: type == QREC_SENDER ? SEEN_SENDER : 0;
+}
+
+/* rec_admit: may a record of this (known) type come next? Updates st. */
+static bool rec_admit(struct rstate *st, int type, char *err, size_t errlen)
+{
+	unsigned bit = seen_bit(type);
+
+	if (st->nrecs == 0 && type != QREC_VERSION) {
+		snprintf(err, errlen, "missing VERSION record (the first record is %s)",
+			 rec_name(type));
+		return false;
+	}
+	if ((type == QREC_VERSION && st->nrecs > 0) || (st->seen & bit)) {
+		snprintf(err, errlen, "second %s record", rec_name(type));
+		return false;
+	}
+	if (type == QREC_RCPT && st->nrcpts >= QFILE_MAX_RCPTS) {
+		snprintf(err, errlen, "more than %d RCPT records", QFILE_MAX_RCPTS);
+		return false;
+	}
+	st->seen |= bit;
+	st->nrcpts += type == QREC_RCPT;
+	st->nrecs++;
+	return true;
+}
+
+/* quote: p[0..n) as a short, printable, quoted snippet for a message. */
+static void quote(char *out, size_t outlen, const char *p, size_t n)
+{
+	struct buf b = BUF_INIT;
+
+	buf_putc(&b, '"');
+	buf_put_printable(&b, p, n > 32 ? 32 : n);
+	buf_puts(&b, n > 32 ? "\"..." : "\"");
+	snprintf(out, outlen, "%s", buf_cstr(&b));
+	buf_free(&b);
+}
+
+/* parse_time: a TIME payload, whole-string decimal. */
+static bool parse_time(const char *p, size_t n, uint64_t *us)
+{
+	char tmp[24];
+	unsigned long long v;
+
+	if (n == 0 || n >= sizeof tmp)
+		return false;
+	memcpy(tmp, p, n);
+	tmp[n] = 0;
+	if (!str_parse_ull(tmp, UINT64_MAX, &v))
+		return false;
+	*us = v;
+	return true;
+}
+
+/* rec_payload_ok: the payload rules of text records (DATA has none). */
+static bool rec_payload_ok(int type, const char *p, size_t n, char *err, size_t errlen)
+{
+	char q[160];
+	uint64_t us;
+
+	if (type == QREC_DATA)
+		return true;
+	if (n > 0 && memchr(p, 0, n) != NULL) {
+		snprintf(err, errlen, "NUL byte in %s record", rec_name(type));
+		return false;
+	}
+	if (type == QREC_VERSION && !(n == 1 && p[0] == '0' + QFILE_VERSION)) {
+		quote(q, sizeof q, p, n);
+		snprintf(err, errlen, "unsupported VERSION %s", q);
+		return false;
+	}
+	if (type == QREC_TIME && !parse_time(p, n, &us)) {
+		quote(q, sizeof q, p, n);
+		snprintf(err, errlen, "bad TIME record %s", q);
+		return false;
+	}
+	if (type == QREC_ATTR && (n == 0 || p[0] == '=' || memchr(p, '=', n) == NULL)) {
+		quote(q, sizeof q, p, n);
+		snprintf(err, errlen, "ATTR record %s is not name=value", q);
+		return false;
+	}
+	return true;
+}
+
+/* rec_complete: is a file with these records whole once END is added? */
+static bool rec_complete(const struct rstate *st, char *err, size_t errlen)
+{
+	static const struct { unsigned bit; const char *msg; } need[] = {
+		{ SEEN_TIME, "no TIME record" },
+		{ SEEN_CLIENT, "no CLIENT record" },
+		{ SEEN_SENDER, "no SENDER record" },
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(need); i++) {
+		if (!(st->seen & need[i].bit)) {
+			snprintf(err, errlen, "%s", need[i].msg);
+			return false;
+		}
+	}
+	if (st->nrcpts == 0) {
+		snprintf(err, errlen, "no RCPT record");
+		return false;
+	}
+	return true;
+}
+
+/* ---- small system helpers --------------------------------------------- */
+
+/* write_all: the whole iovec, resuming after short writes and EINTR. */
+static bool write_all(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return true;
+}
+
+/* rename_noreplace: never overwrite an existing name (an id seen twice
+ * must not silently replace a queued message). */
+static int rename_noreplace(int ofd, const char *old, int nfd, const char *new)
+{
+	if (renameat2(ofd, old, nfd, new, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* A file system without RENAME_NOREPLACE: ids are unique anyway. */
+	return renameat(ofd, old, nfd, new);
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static bool is_qid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < QID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return s[i] == 0;
+}
+
+/* ---- queue ids -------------------------------------------------------- */
+
+/* next_id: a fresh id, strictly greater than any this process made. */
+static void next_id(char id[QID_LEN + 1])
+{
+	uint64_t now = now_us();
+
+	if (now > id_last_us) {
+		id_last_us = now;
+		id_seq = 0;
+	} else if (++id_seq > QID_SEQ_MAX) {
+		/* 4096 in one microsecond, or the clock stepped back: borrow
+		 * from the future rather than repeat or go backwards. */
+		id_last_us++;
+		id_seq = 0;
+	}
+	if (id_last_us > QID_TIME_MAX)
+		msg_panic("queue id clock overflow (%" PRIu64 ")", id_last_us);
+	snprintf(id, QID_LEN + 1, "%0*" PRIX64 "%0*X", QID_TIME_DIGITS, id_last_us,
+		 QID_SEQ_DIGITS, id_seq);
+}
+
+/* id_floor: make every later id greater than an id found on disk, so a
+ * clock that went back across a restart cannot reuse a queued id. Ids far
+ * in the future are ignored: a hostile name must not exhaust the clock
+ * (RENAME_NOREPLACE still keeps such a file from being overwritten). */
+static void id_floor(const char *id)
+{
+	char t[QID_TIME_DIGITS + 1];
+	uint64_t us;
+
+	memcpy(t, id, QID_TIME_DIGITS);
+	t[QID_TIME_DIGITS] = 0;
+	us = strtoull(t, NULL, 16);
+	if (us >= id_last_us && us <= now_us() + ID_FLOOR_AHEAD) {
+		id_last_us = us;
+		id_seq = QID_SEQ_MAX; /* the next id moves to us + 1 */
+	}
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+/* qf_fail: remember the first error and make the file vanish at once (its
+ * space is returned; the callback learns the errno at the next flush).
+ * what names the failed step for the log, NULL if already logged. */
+static void qf_fail(struct qfile *f, int err, const char *what)
+{
+	if (f->err)
+		return;
+	f->err = err;
+	if (what)
+		log_msg(LOG_WARNING, "%s: queue file %s failed: %s", f->id, what, strerror(err));
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (unlinkat(f->q->tmpfd, f->id, 0) < 0 && errno != ENOENT)
+		msg_warn("%s: remove %s/tmp/%s: %s", f->id, f->q->dir, f->id, strerror(errno));
+	buf_free(&f->buf);
+}
+
+/* qf_refuse: a record the reader would refuse: a caller bug, logged; the
+ * file is poisoned so it can never be acknowledged. */
+static bool qf_refuse(struct qfile *f, const char *why)
+{
+	log_msg(LOG_WARNING, "%s: queue file record refused: %s", f->id, why);
+	qf_fail(f, EINVAL, NULL);
+	errno = EINVAL;
+	return false;
+}
+
+/* qf_write: write the buffered records, then extra, with one writev. */
+static bool qf_write(struct qfile *f, const void *extra, size_t extralen)
+{
+	struct iovec iov[2] = {
+		{ f->buf.data, f->buf.len },
+		{ (void *)extra, extralen },
+	};
+
+	if (!write_all(f->fd, iov, extralen ? 2 : 1)) {
+		qf_fail(f, errno, "write");
+		errno = f->err;
+		return false;
+	}
+	buf_reset(&f->buf);
+	return true;
+}
+
+/* qf_put: append one record; small ones are buffered, a record that
+ * would overflow the buffer goes out with it without being copied. */
+static bool qf_put(struct qfile *f, int type, const void *p, size_t n)
+{
+	unsigned char h[QREC_HDR] = {
+		(unsigned char)type, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+		(unsigned char)(n >> 8), (unsigned char)n,
+	};
+
+	buf_append(&f->buf, h, sizeof h);
+	if (f->buf.len + n <= QF_WRITE_AT) {
+		if (n > 0)
+			buf_append(&f->buf, p, n);
+		return true;
+	}
+	return qf_write(f, p, n);
+}
+
+struct qfile *queue_create(struct queue *q, char id[QID_LEN + 1])
+{
+	int fd = -1;
+
+	for (int i = 0; i < QID_TRIES && fd < 0; i++) {
+		next_id(id);
+		fd = openat(q->tmpfd, id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST) {
+			int e = errno;
+			msg_warn("create queue file %s/tmp/%s: %s", q->dir, id, strerror(e));
+			errno = e;
+			return NULL;
+		}
+	}
+	if (fd < 0) {
+		msg_warn("create queue file in %s/tmp: %d ids in use", q->dir, QID_TRIES);
+		errno = EEXIST;
+		return NULL;
+	}
+	struct qfile *f = xcalloc(1, sizeof *f);
+	f->q = q;
+	f->fd = fd;
+	memcpy(f->id, id, QID_LEN + 1);
+	buf_init(&f->buf);
+	q->open_files++;
+	return f;
+}
+
+bool qfile_add(struct qfile *f, enum qrec_type type, const void *data, size_t len)
+{
+	char why[200];
+	int t = (int)type;
+
+	if (f->err) {
+		errno = f->err;
+		return false;
+	}
+	if (rec_name(t) == NULL || t == QREC_END) {
+		snprintf(why, sizeof why, "%s is not a record type qfile_add writes",
+			 t == QREC_END ? "END" : "unknown");
+		return qf_refuse(f, why);
+	}
+	if (t != QREC_DATA && len > QREC_MAX) {
+		snprintf(why, sizeof why, "%s record of %zu bytes (limit %u)", rec_name(t), len,
+			 QREC_MAX);
+		return qf_refuse(f, why);
+	}
+	if (!rec_admit(&f->st, t, why, sizeof why) ||
+	    !rec_payload_ok(t, data, len, why, sizeof why))
+		return qf_refuse(f, why);
+	/* Content larger than one record is split: DATA records may be many. */
+	for (const char *p = data; t != QREC_DATA || len > 0;) {
+		size_t n = len > QREC_MAX ? QREC_MAX : len;
+		if (!qf_put(f, t, p, n))
+			return false;
+		if (t != QREC_DATA)
+			break;
+		p += n;
+		len -= n;
+	}
+	return true;
+}
+
+void queue_submit(struct qfile *f, qdone_fn *done, void *ctx)
+{
+	struct queue *q = f->q;
+	char why[200];
+
+	f->done = done;
+	f->ctx = ctx;
+	q->open_files--;
+	q->pending++;
+	if (q->tail)
+		q->tail->next = f;
+	else
+		q->head = f;
+	q->tail = f;
+	if (f->err)
+		return;
+	if (!rec_complete(&f->st, why, sizeof why)) {
+		qf_refuse(f, why);
+		return;
+	}
+	rec_admit(&f->st, QREC_END, why, sizeof why);
+	buf_append(&f->buf, (const unsigned char[QREC_HDR]){ QREC_END }, QREC_HDR);
+	if (qf_write(f, NULL, 0))
+		buf_free(&f->buf);
+}
+
+/* qf_free: the end of a file's life; its name is gone or published. */
+static void qf_free(struct qfile *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	buf_free(&f->buf);
+	free(f);
+}
+
+void queue_abort(struct qfile *f)
+{
+	if (f == NULL)
+		return;
+	if (!f->err && unlinkat(f->q->tmpfd, f->id, 0) < 0)
+		msg_warn("%s: remove %s/tmp/%s: %s", f->id, f->q->dir, f->id, strerror(errno));
+	f->q->open_files--;
+	qf_free(f);
+}
+
+/* ---- group commit ----------------------------------------------------- */
+
+/* sync_files: every live file's data on stable storage, then closed. */
+static void sync_files(struct qfile *list)
+{
+	size_t live = 0;
+
+	for (struct qfile *f = list; f; f = f->next)
+		live += f->err == 0;
+	/* Start all writeback before waiting on any: the first fdatasync's
+	 * journal commit then carries every file's allocation. */
+	if (live > 1)
+		for (struct qfile *f = list; f; f = f->next)
+			if (f->err == 0)
+				(void)sync_file_range(f->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	for (struct qfile *f = list; f; f = f->next)
+		if (f->err == 0 && fdatasync(f->fd) < 0)
+			qf_fail(f, errno, "fdatasync");
+	for (struct qfile *f = list; f; f = f->next) {
+		if (f->err)
+			continue;
+		int fd = f->fd;
+		f->fd = -1;
+		if (close(fd) < 0)
+			qf_fail(f, errno, "close");
+	}
+}
+
+/* publish: rename each durable file into incoming/, then make incoming/
+ * durable once. Returns how many are now acknowledged. */
+static size_t publish(struct queue *q, struct qfile *list)
+{
+	size_t n = 0;
+
+	for (struct qfile *f = list; f; f = f->next) {
+		if (f->err)
+			continue;
+		if (rename_noreplace(q->tmpfd, f->id, q->incfd, f->id) < 0)
+			qf_fail(f, errno, "rename");
+		else
+			n++;
+	}
+	if (n == 0 || fsync(q->incfd) == 0)
+		return n;
+	/* The names may not survive a crash: not acknowledged, so take them
+	 * back (the client retries; at worst a duplicate after a crash). */
+	int e = errno;
+	msg_error("fsync %s/incoming: %s", q->dir, strerror(e));
+	for (struct qfile *f = list; f; f = f->next) {
+		if (f->err)
+			continue;
+		f->err = e;
+		if (unlinkat(q->incfd, f->id, 0) < 0)
+			msg_error("%s: remove %s/incoming/%s: %s", f->id, q->dir, f->id,
+				  strerror(errno));
+	}
+	return 0;
+}
+
+/* queue_flush: returns how many files it handled (callbacks run), failed
+ * ones included. Submissions made by a callback wait for the next flush. */
+size_t queue_flush(struct queue *q)
+{
+	struct qfile *list = q->head, *next;
+	size_t n = q->pending;
+
+	if (list == NULL)
+		return 0;
+	q->head = q->tail = NULL;
+	q->pending = 0;
+	sync_files(list);
+	q->size += publish(q, list);
+	for (struct qfile *f = list; f; f = next) {
+		next = f->next;
+		if (f->done)
+			f->done(f->ctx, f->err, f->id);
+		qf_free(f);
+	}
+	msg_debug("queue flush: %zu files", n);
+	return n;
+}
+
+size_t queue_pending(const struct queue *q) { return q->pending; }
+size_t queue_size(const struct queue *q) { return q->size; }
+
+/* ---- reading ---------------------------------------------------------- */
+
+enum parse_result { PARSE_OK, PARSE_CORRUPT, PARSE_IOERR };
+
+static void push(char ***v, size_t *n, char *s)
+{
+	if (*n == 0 || (*n & (*n - 1)) == 0)
+		*v = xreallocarray(*v, *n ? *n * 2 : 1, sizeof **v);
+	(*v)[(*n)++] = s;
+}
+
+/* store: keep one validated text record (NUL-terminated, owned). */
+static void store(struct qmsg *m, int type, char *p, size_t n)
+{
+	switch (type) {
+	case QREC_TIME: parse_time(p, n, &m->time_us); break;
+	case QREC_CLIENT: m->client = p; return;
+	case QREC_SENDER: m->sender = p; return;
+	case QREC_RCPT: push(&m->rcpts, &m->nrcpts, p); return;
+	case QREC_ATTR: push(&m->attrs, &m->nattrs, p); return;
+	}
+	free(p);
+}
+
+/* read_exact: n bytes, or PARSE_CORRUPT at a premature end (the file
+ * shrank under us) or PARSE_IOERR. */
+static enum parse_result read_exact(FILE *fp, void *p, size_t n, char *err, size_t errlen)
+{
+	if (n == 0 || fread(p, 1, n, fp) == n)
+		return PARSE_OK;
+	if (ferror(fp)) {
+		snprintf(err, errlen, "read: %s", strerror(errno));
+		return PARSE_IOERR;
+	}
+	snprintf(err, errlen, "no END record (truncated)");
+	return PARSE_CORRUPT;
+}
+
+/* parse_record: one record at off (header in h). Sets *done at END. */
+static enum parse_result parse_record(FILE *fp, off_t size, off_t off, const unsigned char *h,
+				      struct rstate *st, struct qmsg *m, bool *done,
+				      char *err, size_t errlen)
+{
+	int type = h[0];
+	uint32_t len = be32(h + 1);
+	off_t end = off + QREC_HDR + (off_t)len;
+
+	if (rec_name(type) == NULL) {
+		snprintf(err, errlen, "unknown record type 0x%02x", (unsigned)type);
+		return PARSE_CORRUPT;
+	}
+	if (end > size) {
+		snprintf(err, errlen, "record length %" PRIu32 " past the end of the file", len);
+		return PARSE_CORRUPT;
+	}
+	if (len > QREC_MAX) {
+		snprintf(err, errlen, "record length %" PRIu32 " over the limit of %u", len,
+			 QREC_MAX);
+		return PARSE_CORRUPT;
+	}
+	if (!rec_admit(st, type, err, errlen))
+		return PARSE_CORRUPT;
+	if (type == QREC_END) {
+		*done = true;
+		if (len > 0)
+			snprintf(err, errlen, "END record with a %" PRIu32 "-byte payload", len);
+		else if (end < size)
+			snprintf(err, errlen, "%lld byte%s after the END record",
+				 (long long)(size - end), size - end == 1 ? "" : "s");
+		return len > 0 || end < size ? PARSE_CORRUPT : PARSE_OK;
+	}
+	if (type == QREC_DATA) {
+		if (m->data_offset < 0)
+			m->data_offset = (long)off;
+		m->data_len += len;
+		if (fseeko(fp, end, SEEK_SET) < 0) {
+			snprintf(err, errlen, "seek: %s", strerror(errno));
+			return PARSE_IOERR;
+		}
+		return PARSE_OK;
+	}
+	char *p = xmalloc((size_t)len + 1);
+	enum parse_result r = read_exact(fp, p, len, err, errlen);
+	p[len] = 0;
+	if (r == PARSE_OK && !rec_payload_ok(type, p, len, err, errlen))
+		r = PARSE_CORRUPT;
+	if (r != PARSE_OK)
+		free(p);
+	else
+		store(m, type, p, len);
+	return r;
+}
+
+/* parse_fd: validate the queue file open on fd (always closed). Lengths
+ * are checked against the file size before anything is read or skipped. */
+static enum parse_result parse_fd(int fd, struct qmsg *m, char *err, size_t errlen)
+{
+	struct rstate st = { 0 };
+	struct stat sb;
+	FILE *fp;
+	off_t off = 0;
+	bool done = false;
+	enum parse_result r = PARSE_OK;
+
+	if (fstat(fd, &sb) < 0) {
+		snprintf(err, errlen, "fstat: %s", strerror(errno));
+		close(fd);
+		return PARSE_IOERR;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "not a regular file");
+		close(fd);
+		return PARSE_CORRUPT;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		snprintf(err, errlen, "fdopen: %s", strerror(errno));
+		close(fd);
+		return PARSE_IOERR;
+	}
+	while (r == PARSE_OK && !done) {
+		unsigned char h[QREC_HDR];
+		if (sb.st_size - off < QREC_HDR) {
+			snprintf(err, errlen, "no END record (truncated)");
+			r = PARSE_CORRUPT;
+		} else if ((r = read_exact(fp, h, sizeof h, err, errlen)) == PARSE_OK) {
+			r = parse_record(fp, sb.st_size, off, h, &st, m, &done, err, errlen);
+			off += QREC_HDR + (off_t)be32(h + 1);
+		}
+	}
+	fclose(fp);
+	if (r == PARSE_OK && !rec_complete(&st, err, errlen))
+		r = PARSE_CORRUPT;
+	return r;
+}
+
+/* qmsg_parse: qmsg_read on an open fd; m is empty unless PARSE_OK. */
+static enum parse_result qmsg_parse(int fd, const char *name, struct qmsg *m, char *err,
+				    size_t errlen)
+{
+	memset(m, 0, sizeof *m);
+	m->data_offset = -1;
+	if (is_qid(name))
+		memcpy(m->id, name, QID_LEN + 1);
+	enum parse_result r = parse_fd(fd, m, err, errlen);
+	if (r != PARSE_OK)
+		qmsg_free(m);
+	return r;
+}
+
+bool qmsg_read(const char *path, struct qmsg *m, char *err, size_t errlen)
+{
+	const char *slash = strrchr(path, '/');
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "open: %s", strerror(errno));
+		memset(m, 0, sizeof *m);
+		m->data_offset = -1;
+		return false;
+	}
+	return qmsg_parse(fd, slash ? slash + 1 : path, m, err, errlen) == PARSE_OK;
+}
+
+void qmsg_free(struct qmsg *m)
+{
+	free(m->client);
+	free(m->sender);
+	for (size_t i = 0; i < m->nrcpts; i++)
+		free(m->rcpts[i]);
+	free(m->rcpts);
+	for (size_t i = 0; i < m->nattrs; i++)
+		free(m->attrs[i]);
+	free(m->attrs);
+	memset(m, 0, sizeof *m);
+	m->data_offset = -1;
+}
+
+/* ---- opening: directories and crash leftovers ------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* list_dir: the names in the directory open on dirfd, sorted (ids sort by
+ * time, so logs come in arrival order). NULL (errno set) on failure. */
+static char **list_dir(int dirfd, size_t *n)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	char **v = NULL;
+	struct dirent *de;
+
+	*n = 0;
+	if (d == NULL) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		errno = e;
+		return NULL;
+	}
+	while ((errno = 0, de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			push(&v, n, xstrdup(de->d_name));
+	int e = errno;
+	closedir(d);
+	if (e == 0 && *n > 1)
+		qsort(v, *n, sizeof *v, cmp_str);
+	if (e == 0 && v == NULL)
+		v = xcalloc(1, sizeof *v);
+	if (e != 0) {
+		for (size_t i = 0; i < *n; i++)
+			free(v[i]);
+		free(v);
+		v = NULL;
+		errno = e;
+	}
+	return v;
+}
+
+static void free_names(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* printable: a directory entry's name, safe for a log line. */
+static char *printable(const char *s)
+{
+	struct buf b = BUF_INIT;
+
+	buf_put_printable(&b, s, strlen(s));
+	return buf_steal(&b);
+}
+
+/* clean_tmp: nothing in tmp/ was ever acknowledged. */
+static bool clean_tmp(struct queue *q)
+{
+	size_t n;
+	char **v = list_dir(q->tmpfd, &n);
+
+	if (v == NULL) {
+		msg_error("read %s/tmp: %s", q->dir, strerror(errno));
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *name = printable(v[i]);
+		if (unlinkat(q->tmpfd, v[i], 0) == 0)
+			msg_info("%s: removed incomplete queue file (never acknowledged)", name);
+		else
+			msg_warn("%s: remove %s/tmp/%s: %s", name, q->dir, name, strerror(errno));
+		free(name);
+	}
+	free_names(v, n);
+	return true;
+}
+
+/* to_corrupt: move incoming/name aside, never over an earlier one. */
+static bool to_corrupt(struct queue *q, const char *name, const char *reason)
+{
+	char *pname = printable(name);
+	char alt[NAME_MAX + 8];
+	int r = rename_noreplace(q->incfd, name, q->corfd, name);
+
+	for (int i = 1; r < 0 && errno == EEXIST && i < CORRUPT_SUFFIXES; i++) {
+		snprintf(alt, sizeof alt, "%.*s.%d", NAME_MAX - 4, name, i);
+		r = rename_noreplace(q->incfd, name, q->corfd, alt);
+	}
+	if (r == 0)
+		log_msg(LOG_WARNING, "%s: moved to corrupt/: %s", pname, reason);
+	else
+		log_msg(LOG_ERR, "%s: %s; cannot move it to corrupt/: %s", pname, reason,
+			strerror(errno));
+	free(pname);
+	return r == 0;
+}
+
+/* check_one: validate incoming/name; a name that is not an id, a symbolic
+ * link or a special file is corrupt, an unreadable file an I/O error. */
+static enum parse_result check_one(struct queue *q, const char *name, char *err, size_t errlen)
+{
+	struct qmsg m;
+	int fd;
+	enum parse_result r;
+
+	if (!is_qid(name)) {
+		snprintf(err, errlen, "not a queue file name");
+		return PARSE_CORRUPT;
+	}
+	id_floor(name);
+	fd = openat(q->incfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s", errno == ELOOP ? "symbolic link" : strerror(errno));
+		return errno == ELOOP ? PARSE_CORRUPT : PARSE_IOERR;
+	}
+	r = qmsg_parse(fd, name, &m, err, errlen);
+	qmsg_free(&m);
+	return r;
+}
+
+/* check_incoming: count the valid files, move the others to corrupt/. A
+ * file we cannot read (I/O error) stays where it is, uncounted. */
+static bool check_incoming(struct queue *q)
+{
+	size_t n, moved = 0;
+	char **v = list_dir(q->incfd, &n);
+	char err[256];
+
+	if (v == NULL) {
+		msg_error("read %s/incoming: %s", q->dir, strerror(errno));
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		enum parse_result r = check_one(q, v[i], err, sizeof err);
+		if (r == PARSE_OK) {
+			q->size++;
+		} else if (r == PARSE_CORRUPT) {
+			moved += to_corrupt(q, v[i], err);
+		} else {
+			char *name = printable(v[i]);
+			log_msg(LOG_ERR, "%s: cannot check queue file, left in incoming/: %s",
+				name, err);
+			free(name);
+		}
+	}
+	free_names(v, n);
+	if (moved > 0 && (fsync(q->incfd) < 0 || fsync(q->corfd) < 0))
+		msg_warn("fsync %s: %s", q->dir, strerror(errno));
+	return true;
+}
+
+/* open_dir: dir/name (created 0700 if missing: *created set). */
+static int open_dir(int at, const char *name, const char *shown, bool *created)
+{
+	int fd;
+
+	if (mkdirat(at, name, 0700) == 0)
+		*created = true;
+	else if (errno != EEXIST) {
+		msg_error("create queue directory %s: %s", shown, strerror(errno));
+		return -1;
+	}
+	fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		msg_error("open queue directory %s: %s", shown, strerror(errno));
+	return fd;
+}
+
+/* sync_dir: a directory we changed must survive a crash before any file
+ * in it is acknowledged. */
+static bool sync_dir(int fd, const char *shown)
+{
+	if (fsync(fd) == 0)
+		return true;
+	msg_error("fsync %s: %s", shown, strerror(errno));
+	return false;
+}
+
+/* sync_parent: the directory holding dir, after dir was created. */
+static bool sync_parent(const char *dir)
+{
+	char *parent = xstrdup(dir);
+	size_t n = strlen(parent);
+	int fd;
+	bool ok;
+
+	while (n > 1 && parent[n - 1] == '/')
+		parent[--n] = 0;
+	char *slash = strrchr(parent, '/');
+	if (slash == NULL)
+		strcpy(parent, ".");
+	else
+		slash[slash == parent] = 0; /* "/q" -> "/", "a/q" -> "a" */
+	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		msg_error("open %s: %s", parent, strerror(errno));
+	ok = fd >= 0 && sync_dir(fd, parent);
+	if (fd >= 0)
+		close(fd);
+	free(parent);
+	return ok;
+}
+
+/* open_tree: the queue directory (locked) and its three subdirectories. */
+static bool open_tree(struct queue *q)
+{
+	static const char *const sub[] = { "tmp", "incoming", "corrupt" };
+	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd };
+	bool created = false, sub_created = false, ok = true;
+	struct buf shown = BUF_INIT;
+
+	q->dirfd = open_dir(AT_FDCWD, q->dir, q->dir, &created);
+	if (q->dirfd < 0 || (created && !sync_parent(q->dir)))
+		return false;
+	if (flock(q->dirfd, LOCK_EX | LOCK_NB) < 0) {
+		msg_error("queue directory %s: %s", q->dir, errno == EWOULDBLOCK
+			  ? "in use by another process" : strerror(errno));
+		return false;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(sub) && ok; i++) {
+		buf_reset(&shown);
+		buf_printf(&shown, "%s/%s", q->dir, sub[i]);
+		*fds[i] = open_dir(q->dirfd, sub[i], buf_cstr(&shown), &sub_created);
+		ok = *fds[i] >= 0;
+	}
+	buf_free(&shown);
+	return ok && (!sub_created || sync_dir(q->dirfd, q->dir));
+}
+
+struct queue *queue_open(const char *dir)
+{
+	struct queue *q = xcalloc(1, sizeof *q);
+
+	q->dir = xstrdup(dir);
+	q->dirfd = q->tmpfd = q->incfd = q->corfd = -1;
+	if (!open_tree(q) || !clean_tmp(q) || !check_incoming(q)) {
+		queue_close(q);
+		return NULL;
+	}
+	return q;
+}
+
+void queue_close(struct queue *q)
+{
+	struct qfile *f, *next;
+	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd, &q->dirfd };
+
+	if (q == NULL)
+		return;
+	if (q->open_files > 0)
+		msg_panic("queue_close: %zu queue files neither submitted nor aborted",
+			  q->open_files);
+	/* Nothing is flushed implicitly: pending files were never
+	 * acknowledged and are withdrawn. */
+	for (f = q->head, q->head = q->tail = NULL, q->pending = 0; f; f = next) {
+		next = f->next;
+		if (!f->err && unlinkat(q->tmpfd, f->id, 0) < 0)
+			msg_warn("%s: remove %s/tmp/%s: %s", f->id, q->dir, f->id, strerror(errno));
+		if (f->done)
+			f->done(f->ctx, ECANCELED, f->id);
+		qf_free(f);
+	}
+	for (size_t i = 0; i < ARRAY_LEN(fds); i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+	free(q->dir);
+	free(q);
+}
