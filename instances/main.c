@@ -195,7 +195,7 @@ static size_t pin_restart_params(const struct cf *old, struct cf *cf, const char
 	return n;
 }
 
-/* log_name: syslog_name for the log; log.c keeps the pointer. */
+/* set_log_name: syslog_name names every log line; log.c keeps the pointer. */
 static void set_log_name(const struct cf *cf)
 {
 	static char *name;
@@ -310,12 +310,12 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)s; (void)usec;
 
 	if (in->forced) {
-		msg_warn("%zu sessions did not end: exiting", server_sessions(&in->server));
+		msg_warn("sessions that did not end: %zu: exiting anyway", server_sessions(&in->server));
 		sd_event_exit(in->event, 0);
 		return 0;
 	}
 	in->forced = true;
-	msg_warn("%zu sessions still open: closing them", server_sessions(&in->server));
+	msg_warn("sessions still open after smtpd_timeout: %zu: closing them", server_sessions(&in->server));
 	sd_event_source_set_time_relative(in->stop, FINAL_GRACE);
 	sd_event_source_set_enabled(in->stop, SD_EVENT_ONESHOT);
 	server_close_all(&in->server);
@@ -332,7 +332,7 @@ static void begin_stop(struct instance *in, const char *why)
 	}
 	in->stopping = true;
 	sd_notify(0, "STOPPING=1");
-	msg_info("%s: stopping (%zu sessions)", why, server_sessions(&in->server));
+	msg_info("%s: stopping (open sessions: %zu)", why, server_sessions(&in->server));
 	sd_event_source_set_enabled(in->idle, SD_EVENT_OFF);
 	uint64_t limit = (uint64_t)cf_num(&in->server.conf->cf, P_smtpd_timeout) * USEC_PER_SEC;
 	sd_event_source_set_time_relative(in->stop, limit);
@@ -501,9 +501,7 @@ static struct sconf *start(struct instance *in)
 static void finish(struct instance *in)
 {
 	server_free(&in->server);
-	if (queue_pending(in->queue) > 0)
-		queue_flush(in->queue);
-	queue_close(in->queue);
+	queue_close(in->queue); /* withdraws anything never acknowledged */
 	drop_sources(in);
 	in->event = sd_event_unref(in->event);
 }
