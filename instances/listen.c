@@ -15,6 +15,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "buf.h"
 #include "cf.h"
 #include "listen.h"
 #include "log.h"
@@ -176,6 +177,17 @@ static bool adopt_one(int fd, const char *name, const struct iflist *want, uint1
 static void note_unserved(const struct cf *cf, const struct iflist *want,
 			  const struct listeners *ls, uint16_t port);
 
+/* printable_name: LISTEN_FDNAMES comes from our parent, but it still
+ * goes into log lines: escaped and bounded. */
+static void printable_name(const char *s, char out[LISTENER_NAME_MAX])
+{
+	struct buf b = BUF_INIT;
+
+	buf_put_printable(&b, s, strnlen(s, LISTENER_NAME_MAX / 4 - 1));
+	snprintf(out, LISTENER_NAME_MAX, "%s", buf_cstr(&b));
+	buf_free(&b);
+}
+
 static void close_passed(int n)
 {
 	for (int i = 0; i < n; i++)
@@ -189,7 +201,8 @@ static bool adopt_passed(const struct cf *cf, int n, char **names, const struct 
 
 	out->v = xcalloc((size_t)n, sizeof *out->v);
 	for (int i = 0; i < n; i++) {
-		const char *name = names && names[i] ? names[i] : "unknown";
+		char name[LISTENER_NAME_MAX];
+		printable_name(names && names[i] ? names[i] : "unknown", name);
 		if (!adopt_one(SD_LISTEN_FDS_START + i, name, want, port, &out->v[i], err, errlen)) {
 			close_passed(n);
 			free(out->v);

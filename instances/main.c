@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -195,15 +196,10 @@ static size_t pin_restart_params(const struct cf *old, struct cf *cf, const char
 	return n;
 }
 
-/* set_log_name: syslog_name names every log line; log.c keeps the pointer. */
+/* set_log_name: syslog_name names every log line. */
 static void set_log_name(const struct cf *cf)
 {
-	static char *name;
-	char *old = name;
-
-	name = xstrdup(cf_str(cf, P_syslog_name));
-	log_init(name);
-	free(old);
+	log_set_name(cf_str(cf, P_syslog_name));
 }
 
 /* ---- STATUS=, idle exit, stopping ---------------------------------------- */
@@ -479,6 +475,19 @@ static void log_listeners(const struct listeners *ls)
 	}
 }
 
+/* raise_fd_limit: one descriptor per session; systemd's soft limit of
+ * 1024 protects select() users, and this daemon never calls select(). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			msg_warn("setrlimit RLIMIT_NOFILE: %s", strerror(errno));
+	}
+}
+
 /* start: configuration, queue and listeners; any failure is fatal. */
 static struct sconf *start(struct instance *in)
 {
@@ -489,6 +498,7 @@ static struct sconf *start(struct instance *in)
 	if (c == NULL)
 		msg_fatal("%s: %u error%s", in->cfpath, d.errors, d.errors == 1 ? "" : "s");
 	set_log_name(&c->cf);
+	raise_fd_limit();
 	in->queue = queue_open(cf_str(&c->cf, P_queue_directory));
 	if (in->queue == NULL)
 		msg_fatal("cannot use queue_directory %s", cf_str(&c->cf, P_queue_directory));

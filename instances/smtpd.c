@@ -52,7 +52,7 @@ struct txn {
 	char from[ADDR_TEXT];
 	struct mail_params params;
 	char **rcpts;
-	size_t nrcpts;
+	size_t nrcpts, rcpt_cap;
 	struct qfile *qf;
 	char id[QID_LEN + 1];
 	uint64_t size;     /* content bytes received */
@@ -268,7 +268,10 @@ static void cmd_rcpt(struct smtpd *s, const char *arg, size_t n)
 		error(s, text);
 		return;
 	}
-	s->t.rcpts = xreallocarray(s->t.rcpts, s->t.nrcpts + 1, sizeof *s->t.rcpts);
+	if (s->t.nrcpts == s->t.rcpt_cap) {
+		s->t.rcpt_cap = s->t.rcpt_cap ? 2 * s->t.rcpt_cap : 8;
+		s->t.rcpts = xreallocarray(s->t.rcpts, s->t.rcpt_cap, sizeof *s->t.rcpts);
+	}
 	s->t.rcpts[s->t.nrcpts++] = xstrdup(to);
 	enter_state(s, S_RCPT);
 	reply(s, "250 2.1.5 Ok");
@@ -496,6 +499,15 @@ static void content(struct smtpd *s, const char *p, size_t n)
 
 static void committed(void *ctx, int err, const char *id);
 
+/* after_transaction: a shutdown that waited for the transaction to end. */
+static void after_transaction(struct smtpd *s)
+{
+	if (s->shutdown && s->state != S_CLOSING) {
+		reply(s, "421 4.3.2 %s Service shutting down", param_str(s, P_myhostname));
+		enter_state(s, S_CLOSING);
+	}
+}
+
 /* end_of_data: the final dot: reject, or hand the message to the queue. */
 static void end_of_data(struct smtpd *s)
 {
@@ -522,6 +534,7 @@ static void end_of_data(struct smtpd *s)
 	}
 	txn_reset(s);
 	enter_state(s, S_READY);
+	after_transaction(s);
 }
 
 /* committed: the queue's group commit made the message durable. */
@@ -550,10 +563,7 @@ static void committed(void *ctx, int err, const char *id)
 		reply(s, "451 4.3.0 Error: queue file write error");
 	txn_reset(s);
 	enter_state(s, S_READY);
-	if (s->shutdown) {
-		reply(s, "421 4.3.2 %s Service shutting down", param_str(s, P_myhostname));
-		enter_state(s, S_CLOSING);
-	}
+	after_transaction(s);
 	s->io.wake(s->io.ctx);
 }
 

@@ -34,6 +34,13 @@ void log_init(const char *name)
 	prefix_auto = stderr_is_journal();
 }
 
+void log_set_name(const char *name)
+{
+	static char copy[128];
+	snprintf(copy, sizeof copy, "%s", name);
+	progname = copy;
+}
+
 void log_set_prefix(int mode) { prefix_mode = mode; }
 void log_set_verbose(int level) { verbose = level; }
 int log_verbose(void) { return verbose; }

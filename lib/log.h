@@ -8,7 +8,11 @@
 #include <stdarg.h>
 #include <syslog.h>
 
+/* log_init: the program's name from argv[0] (its last path component). */
 void log_init(const char *progname);
+/* log_set_name: the name at the start of every line, taken whole
+ * (syslog_name = vhostmta/alpha logs as "vhostmta/alpha:"). */
+void log_set_name(const char *name);
 /* log_set_prefix: 1 forces "<N>" prefixes, 0 suppresses them, -1 restores
  * auto-detection through $JOURNAL_STREAM. */
 void log_set_prefix(int mode);

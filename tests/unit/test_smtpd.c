@@ -464,6 +464,19 @@ static void test_endings(void **state)
 	       "250 2.0.0 Ok: queued as XX\r\n421 4.3.2 mail.hosted.test Service shutting down\r\n");
 	smtpd_free(s);
 
+	/* Shutdown inside DATA, and the message is refused: 550, then 421. */
+	s = greeted(&e, "127.0.0.1");
+	expect(&e, s, "EHLO c.example\r\n", EHLO_REPLY);
+	expect(&e, s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+	expect(&e, s, "RCPT TO:<x@hosted.test>\r\n", "250 2.1.5 Ok\r\n");
+	expect(&e, s, "DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n");
+	smtpd_shutdown(s);
+	expect(&e, s, "bare\nlf\r\n.\r\n",
+	       "550 5.5.2 Error: bare <CR> or <LF> in message content (SMTP smuggling defense): "
+	       "message discarded\r\n421 4.3.2 mail.hosted.test Service shutting down\r\n");
+	assert_int_equal(smtpd_status(s), SMTPD_CLOSING);
+	smtpd_free(s);
+
 	/* The client leaves while the queue commits: the message stays queued. */
 	s = greeted(&e, "127.0.0.1");
 	expect(&e, s, "EHLO c.example\r\n", EHLO_REPLY);
