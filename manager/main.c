@@ -275,8 +275,7 @@ static int cmd_render(int argc, char **argv)
 
 	parse_map_opts(find_command("render"), argc, argv, &o, true);
 	load(&m, &o);
-	struct render_opts ro = { o.outdir, o.host, m.backend,
-				  o.state_dir ? o.state_dir : RENDER_POSTFIX_STATE };
+	struct render_opts ro = { o.outdir, o.host, m.backend, o.state_dir };
 	bool ok = render_map(&m, &ro, &st);
 	for (size_t i = 0; i < st.nitems; i++)
 		printf("%s: %s\n", st.items[i].name, render_change_name(st.items[i].change));
@@ -381,6 +380,7 @@ static const struct command commands[] = {
 	  "plus DIR/" RENDER_SIBLINGS ", every instance address of the host. With the\n"
 	  "postfix backend: main.cf, master.cf and a texthash transport map, for\n"
 	  "`postfix -c DIR/NAME start-fg`, with queue and data under SDIR/NAME.\n"
+	  "Each instance's queue is SDIR/NAME (vhostmta) or SDIR/NAME/queue (postfix).\n"
 	  "Files are replaced atomically and only when their content changes;\n"
 	  "directories of instances no longer in the map (or not on HOST) are removed\n"
 	  "(a Postfix queue never is). Nothing is written when the map has an error.\n"
@@ -390,8 +390,8 @@ static const struct command commands[] = {
 	  "  -o, --output DIR     the output directory (created if missing)\n"
 	  "  -H, --host HOST      only the instances realized on HOST\n"
 	  "  -b, --backend B      vhostmta or postfix (default: the map's choice)\n"
-	  "  -s, --state-dir SDIR postfix: queue and data directories\n"
-	  "                       (default " RENDER_POSTFIX_STATE ")\n" },
+	  "  -s, --state-dir SDIR the instances' queues (default " RENDER_VHOSTMTA_STATE ",\n"
+	  "                       postfix: " RENDER_POSTFIX_STATE ")\n" },
 	{ "params", cmd_params, "params [-d | -n] [-c FILE] [--doc] [NAME...]",
 	  "Show instance parameters, like postconf(1). Without options, every\n"
 	  "parameter with its default value.\n\n"

@@ -147,16 +147,18 @@ static void render_transport(const struct map *m, const struct map_instance *in,
 static void render_vhostmta(struct out *o, const struct map_instance *in, struct rfile *f,
 			    size_t *n)
 {
-	char confdir[PATH_MAX + 80], siblings[PATH_MAX + 32];
+	char confdir[PATH_MAX + 80], siblings[PATH_MAX + 32], queue[PATH_MAX + 80];
 	struct buf ifaces = BUF_INIT;
 
 	snprintf(confdir, sizeof confdir, "%s/%s", o->abs, in->name);
 	snprintf(siblings, sizeof siblings, "%s/%s", o->abs, RENDER_SIBLINGS);
+	snprintf(queue, sizeof queue, "%s/%s", o->o->state_dir ? o->o->state_dir : RENDER_VHOSTMTA_STATE,
+		 in->name);
 	map_inet_interfaces(in, &ifaces);
 	const struct var vars[] = {
 		{ "MAP", o->m->path }, { "NAME", in->name }, { "MYHOSTNAME", in->myhostname },
 		{ "INET_INTERFACES", buf_cstr(&ifaces) }, { "CONFIG_DIRECTORY", confdir },
-		{ "SIBLING_TABLE", siblings }, { NULL, NULL },
+		{ "SIBLING_TABLE", siblings }, { "QUEUE_DIRECTORY", queue }, { NULL, NULL },
 	};
 	f[0].name = "instance.cf";
 	expand(o->m, in, embed_instance_cf_in, vars, 0, &f[0].text);
@@ -225,7 +227,8 @@ static void render_postfix(struct out *o, const struct map_instance *in, struct 
 	const char *listen = param_value(o->m, in, P_smtpd_listen_port);
 
 	snprintf(confdir, sizeof confdir, "%s/%s", o->abs, in->name);
-	snprintf(state, sizeof state, "%s/%s", o->o->state_dir, in->name);
+	snprintf(state, sizeof state, "%s/%s", o->o->state_dir ? o->o->state_dir : RENDER_POSTFIX_STATE,
+		 in->name);
 	snprintf(port, sizeof port, "%-13s", listen && strcmp(listen, "25") != 0 ? listen : "smtp");
 	map_inet_interfaces(in, &ifaces);
 	relay_domains(in, &relay);

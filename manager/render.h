@@ -16,6 +16,7 @@
 #define LOCALSTATEDIR "/var"
 #endif
 #define RENDER_POSTFIX_STATE LOCALSTATEDIR "/lib/vhostmta-postfix"
+#define RENDER_VHOSTMTA_STATE LOCALSTATEDIR "/lib/vhostmta"
 
 /* What an instance needs after a render, from the files that changed. */
 enum render_change {
@@ -43,7 +44,7 @@ struct render_opts {
 	const char *outdir;
 	const char *host;      /* NULL: every instance */
 	enum backend backend;
-	const char *state_dir; /* Postfix: queue and data under STATE/NAME */
+	const char *state_dir; /* queues under STATE/NAME; NULL: the backend's default */
 };
 
 /* render_map: write every instance of o->host under o->outdir. Files whose

@@ -143,6 +143,8 @@ static void test_render_parses_back(void **state)
 		snprintf(transport, sizeof transport, "%s/host-addresses", real);
 		assert_string_equal(cf_str(&cf, P_sibling_table), transport);
 		assert_int_equal(cf_num(&cf, P_message_size_limit), i == 1 ? 20480000 : 10240000);
+		snprintf(transport, sizeof transport, "%s/%s", RENDER_VHOSTMTA_STATE, want[i].name);
+		assert_string_equal(cf_str(&cf, P_queue_directory), transport);
 		cf_free(&cf);
 	}
 	char *t = read_file(path_in("out/alpha/transport"));
@@ -268,6 +270,12 @@ static void test_host_filter(void **state)
 
 	write_file(path_in("hosts.xml"), hosts_map);
 	load_ok(&m, path_in("hosts.xml"));
+	struct render_opts so = { path_in("out4s"), NULL, BACKEND_VHOSTMTA, "/srv/q" };
+	assert_true(render_map(&m, &so, &st));
+	render_stats_free(&st);
+	char *q = read_file(path_in("out4s/a/instance.cf"));
+	assert_non_null(strstr(q, "\nqueue_directory = /srv/q/a\n"));
+	free(q);
 	assert_true(render(&m, "out4", "MX1", &st));
 	assert_int_equal(st.instances, 2);
 	assert_int_equal(access(path_in("out4/a/instance.cf"), F_OK), 0);
