@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QID_LEN 16 /* hex: 11 digits of microseconds, 5 of sequence */
+#define QID_LEN 16 /* hex: 13 digits of microseconds (to 2112), 3 of sequence */
 #define QFILE_VERSION 1
 /* Bounds the reader enforces (hostile or damaged files). */
 #define QREC_MAX (64u << 20)     /* one record's payload */
@@ -48,12 +48,15 @@ typedef void qdone_fn(void *ctx, int err, const char *id);
  * without a valid END are moved to corrupt/. Returns NULL (logged) on
  * failure. */
 struct queue *queue_open(const char *dir);
+/* queue_close: pending files get ECANCELED; every file created must have
+ * been submitted or aborted before. */
 void queue_close(struct queue *q);
 
 /* queue_create: a new queue file in tmp/ with a fresh, unique,
  * time-sortable id (written into id, NUL-terminated). NULL on error. */
 struct qfile *queue_create(struct queue *q, char id[QID_LEN + 1]);
-/* qfile_add: append one record (buffered). false on I/O error. */
+/* qfile_add: append one record (buffered). QREC_VERSION must come first.
+ * false on I/O error or a record the reader would refuse. */
 bool qfile_add(struct qfile *f, enum qrec_type type, const void *data, size_t len);
 /* queue_submit: finish f with END and hand it to the group commit; done
  * runs from queue_flush with err 0 once durable, or an errno value. f is
@@ -61,7 +64,8 @@ bool qfile_add(struct qfile *f, enum qrec_type type, const void *data, size_t le
 void queue_submit(struct qfile *f, qdone_fn *done, void *ctx);
 /* queue_abort: discard f (unlinked, never visible). */
 void queue_abort(struct qfile *f);
-/* queue_flush: commit every submitted file; returns how many. */
+/* queue_flush: commit every submitted file; returns how many were
+ * handled (failures included). */
 size_t queue_flush(struct queue *q);
 size_t queue_pending(const struct queue *q); /* submitted, not yet flushed */
 size_t queue_size(const struct queue *q);    /* files in incoming/ */
@@ -76,7 +80,7 @@ struct qmsg {
 	char **attrs;
 	size_t nattrs;
 	uint64_t data_len; /* total bytes of QREC_DATA records */
-	long data_offset;  /* file offset of the first DATA record */
+	long data_offset;  /* file offset of the first DATA record, -1 if none */
 };
 
 /* qmsg_read: read and validate path; false with a phrase in err for a
