@@ -3,3 +3,5 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 sh "$here/map.sh" "$1"
+echo
+sh "$here/smtp.sh" "$1"

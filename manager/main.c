@@ -1,8 +1,11 @@
 /* main.c: the vhostmta command: check, list, render and params. */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "cf.h"
@@ -275,6 +278,17 @@ static int cmd_render(int argc, char **argv)
 
 	parse_map_opts(find_command("render"), argc, argv, &o, true);
 	load(&m, &o);
+	/* The state directory is written into the configurations: absolute. */
+	char state[PATH_MAX];
+	if (o.state_dir && o.state_dir[0] != '/') {
+		char cwd[PATH_MAX - 64];
+		if (getcwd(cwd, sizeof cwd) == NULL) {
+			fprintf(stderr, "vhostmta: getcwd: %s\n", strerror(errno));
+			return 1;
+		}
+		snprintf(state, sizeof state, "%s/%s", cwd, o.state_dir);
+		o.state_dir = state;
+	}
 	struct render_opts ro = { o.outdir, o.host, m.backend, o.state_dir };
 	bool ok = render_map(&m, &ro, &st);
 	for (size_t i = 0; i < st.nitems; i++)
