@@ -28,31 +28,8 @@
 #include "policy.h"
 
 #define TABLE_LINE_MAX 4096
-#define SHOW_MAX 64
-#define SHOWBUF (SHOW_MAX * 4 + 4)
 
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
-
-/* show: s[0..n) safe to quote in a diagnostic: bytes other than printable
- * ASCII, quotes and backslashes as \xNN, cut after SHOW_MAX input bytes. */
-static const char *show(const char *s, size_t n, char out[SHOWBUF])
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && i < SHOW_MAX; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			out[o++] = (char)c;
-		else
-			o += (size_t)snprintf(out + o, SHOWBUF - o, "\\x%02x", c);
-	}
-	if (n > SHOW_MAX) {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = 0;
-	return out;
-}
 
 /* ---- the transport table */
 
@@ -77,7 +54,7 @@ static bool add_hosted(struct policy *p, const char *dom, size_t dlen, const cha
 static void table_line(struct policy *p, const char *file, unsigned long lineno,
 		       const char *s, size_t len, struct diag *d)
 {
-	char sh[SHOWBUF], dom[DOMAIN_MAX + 1], err[256];
+	char sh[STR_SHOW_BUF], dom[DOMAIN_MAX + 1], err[256];
 	size_t i = 0, d0, dlen, h0, hlen;
 
 	if (len > 0 && s[len - 1] == '\n')
@@ -105,12 +82,12 @@ static void table_line(struct policy *p, const char *file, unsigned long lineno,
 		;
 	dlen = i - d0;
 	if (dlen > DOMAIN_MAX || !hostname_valid(s + d0, dlen, false)) {
-		diag_error(d, file, lineno, "bad domain \"%s\"", show(s + d0, dlen, sh));
+		diag_error(d, file, lineno, "bad domain \"%s\"", str_show(s + d0, dlen, sh));
 		return;
 	}
 	if (!hostname_valid(s + d0, dlen, true)) {
 		diag_error(d, file, lineno, "domain \"%s\" is not fully qualified",
-			   show(s + d0, dlen, sh));
+			   str_show(s + d0, dlen, sh));
 		return;
 	}
 	for (size_t k = 0; k < dlen; k++)
@@ -129,7 +106,7 @@ static void table_line(struct policy *p, const char *file, unsigned long lineno,
 		i++;
 	if (i < len) {
 		diag_error(d, file, lineno, "unexpected text after the next hop: \"%s\"",
-			   show(s + i, len - i, sh));
+			   str_show(s + i, len - i, sh));
 		return;
 	}
 	char *hop = xstrndup(s + h0, hlen);

@@ -17,8 +17,6 @@
 #include "util.h"
 
 #define IP_TEXT_MAX 64   /* longest ipaddr_parse input, brackets and tag included */
-#define SHOW_MAX 64      /* input bytes quoted in an error before "..." */
-#define SHOWBUF (SHOW_MAX * 4 + 4)
 #define CIDR_STRLEN (IPADDR_STRLEN + 8)
 #define HOSTNAME_MAX 253
 #define LABEL_MAX 63
@@ -71,28 +69,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-}
-
-/* show: s[0..n) made safe to quote in an error. Input comes from files
- * people edit: control bytes and quotes become \xNN, and a long item is cut
- * so it cannot push the useful part of the message out of err. */
-static const char *show(const char *s, size_t n, char out[SHOWBUF])
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && i < SHOW_MAX; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			out[o++] = (char)c;
-		else
-			o += (size_t)snprintf(out + o, SHOWBUF - o, "\\x%02x", c);
-	}
-	if (n > SHOW_MAX) {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = 0;
-	return out;
 }
 
 /* ---- IP addresses */
@@ -340,19 +316,19 @@ static bool addrs_contain(const struct ipaddr *v, size_t n, const struct ipaddr 
 static bool iflist_item(const char *s, size_t n, const struct iflist *l,
 			struct ipaddr *a, char *err, size_t errlen)
 {
-	char sh[SHOWBUF], txt[IPADDR_STRLEN];
+	char sh[STR_SHOW_BUF], txt[IPADDR_STRLEN];
 	enum iflist_kind kind;
 
 	if (iflist_keyword(s, n, &kind)) {
-		seterr(err, errlen, "\"%s\" must be the only item", show(s, n, sh));
+		seterr(err, errlen, "\"%s\" must be the only item", str_show(s, n, sh));
 		return false;
 	}
 	if (!ipaddr_parse(s, n, a)) {
-		seterr(err, errlen, "bad address \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "bad address \"%s\"", str_show(s, n, sh));
 		return false;
 	}
 	if (ipaddr_is_unspecified(a) || ipaddr_is_multicast(a) || ipaddr_is_broadcast(a)) {
-		seterr(err, errlen, "not an interface address: \"%s\"%s", show(s, n, sh),
+		seterr(err, errlen, "not an interface address: \"%s\"%s", str_show(s, n, sh),
 		       ipaddr_is_unspecified(a) ? " (use \"all\")" : "");
 		return false;
 	}
@@ -551,14 +527,14 @@ static bool table_form(const char *s, size_t n)
  * so nobody mistakes them for a typo. */
 static bool netlist_unsupported(const char *s, size_t n, char *err, size_t errlen)
 {
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 
 	if (s[0] == '!')
-		seterr(err, errlen, "negation is not supported: \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "negation is not supported: \"%s\"", str_show(s, n, sh));
 	else if (s[0] == '/')
-		seterr(err, errlen, "file patterns are not supported: \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "file patterns are not supported: \"%s\"", str_show(s, n, sh));
 	else if (table_form(s, n))
-		seterr(err, errlen, "lookup tables are not supported: \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "lookup tables are not supported: \"%s\"", str_show(s, n, sh));
 	else
 		return false;
 	return true;
@@ -568,31 +544,31 @@ static bool netlist_item(const char *s, size_t n, struct cidr *c, char *err, siz
 {
 	const char *slash = memchr(s, '/', n);
 	size_t alen = slash ? (size_t)(slash - s) : n;
-	char sh[SHOWBUF], hint[CIDR_STRLEN];
+	char sh[STR_SHOW_BUF], hint[CIDR_STRLEN];
 	struct cidr masked;
 	unsigned max;
 
 	if (netlist_unsupported(s, n, err, errlen))
 		return false;
 	if (!ipaddr_parse(s, alen, &c->net)) {
-		seterr(err, errlen, "bad network \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "bad network \"%s\"", str_show(s, n, sh));
 		return false;
 	}
 	max = c->net.family == AF_INET ? 32 : 128;
 	c->prefix = max;
 	if (slash && !parse_dec(slash + 1, n - alen - 1, 999, &c->prefix)) {
-		seterr(err, errlen, "bad prefix length in \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "bad prefix length in \"%s\"", str_show(s, n, sh));
 		return false;
 	}
 	if (c->prefix > max) {
-		seterr(err, errlen, "prefix length out of range in \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "prefix length out of range in \"%s\"", str_show(s, n, sh));
 		return false;
 	}
 	masked.prefix = c->prefix;
 	cidr_mask(&c->net, c->prefix, &masked.net);
 	if (!ipaddr_equal(&masked.net, &c->net)) {
 		seterr(err, errlen, "non-null host address bits in \"%s\", perhaps use \"%s\"",
-		       show(s, n, sh), cidr_format(&masked, hint));
+		       str_show(s, n, sh), cidr_format(&masked, hint));
 		return false;
 	}
 	return true;
@@ -716,7 +692,7 @@ static bool looks_like_transport(const char *s, size_t *wl)
 
 static bool nh_port(struct nexthop *nh, const char *port, char *err, size_t errlen)
 {
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 	unsigned v;
 
 	if (port == NULL) {
@@ -724,7 +700,7 @@ static bool nh_port(struct nexthop *nh, const char *port, char *err, size_t errl
 		return true;
 	}
 	if (!parse_dec(port, strlen(port), 65535, &v) || v == 0) {
-		seterr(err, errlen, "bad port \"%s\"", show(port, strlen(port), sh));
+		seterr(err, errlen, "bad port \"%s\"", str_show(port, strlen(port), sh));
 		return false;
 	}
 	nh->port = (uint16_t)v;
@@ -736,7 +712,7 @@ static bool nh_port(struct nexthop *nh, const char *port, char *err, size_t errl
 static bool nh_host(struct nexthop *nh, const char *s, size_t n, char *err, size_t errlen)
 {
 	bool bracketed = s[0] == '[';
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 
 	if (ipaddr_parse(s, n, &nh->ip)) {
 		nh->is_ip = true;
@@ -753,7 +729,7 @@ static bool nh_host(struct nexthop *nh, const char *s, size_t n, char *err, size
 		return false;
 	}
 	if (!hostname_valid(s, n, false)) {
-		seterr(err, errlen, "bad host \"%s\"", show(s, n, sh));
+		seterr(err, errlen, "bad host \"%s\"", str_show(s, n, sh));
 		return false;
 	}
 	memcpy(nh->host, s, n);
@@ -766,7 +742,7 @@ static bool nh_host(struct nexthop *nh, const char *s, size_t n, char *err, size
 static bool nh_inet(struct nexthop *nh, const char *s, char *err, size_t errlen)
 {
 	const char *end, *port = NULL;
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 
 	if (*s == 0) {
 		seterr(err, errlen, "empty next hop");
@@ -775,12 +751,12 @@ static bool nh_inet(struct nexthop *nh, const char *s, char *err, size_t errlen)
 	if (s[0] == '[') {
 		end = strchr(s, ']');
 		if (end == NULL) {
-			seterr(err, errlen, "missing \"]\" in \"%s\"", show(s, strlen(s), sh));
+			seterr(err, errlen, "missing \"]\" in \"%s\"", str_show(s, strlen(s), sh));
 			return false;
 		}
 		end++;
 		if (*end != 0 && *end != ':') {
-			seterr(err, errlen, "garbage after \"]\" in \"%s\"", show(s, strlen(s), sh));
+			seterr(err, errlen, "garbage after \"]\" in \"%s\"", str_show(s, strlen(s), sh));
 			return false;
 		}
 	} else {
@@ -796,7 +772,7 @@ static bool nh_inet(struct nexthop *nh, const char *s, char *err, size_t errlen)
 static bool nh_unix(struct nexthop *nh, const char *path, char *err, size_t errlen)
 {
 	size_t n = strlen(path);
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 
 	nh->kind = NH_UNIX;
 	if (n == 0) {
@@ -804,7 +780,7 @@ static bool nh_unix(struct nexthop *nh, const char *path, char *err, size_t errl
 		return false;
 	}
 	if (path[0] != '/') {
-		seterr(err, errlen, "socket path \"%s\" is not absolute", show(path, n, sh));
+		seterr(err, errlen, "socket path \"%s\" is not absolute", str_show(path, n, sh));
 		return false;
 	}
 	if (n >= sizeof nh->path) {
@@ -814,7 +790,7 @@ static bool nh_unix(struct nexthop *nh, const char *path, char *err, size_t errl
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)path[i];
 		if (c <= 0x20 || c == 0x7f) {
-			seterr(err, errlen, "bad character in socket path \"%s\"", show(path, n, sh));
+			seterr(err, errlen, "bad character in socket path \"%s\"", str_show(path, n, sh));
 			return false;
 		}
 	}
@@ -826,11 +802,11 @@ static bool nh_dest(struct nexthop *nh, const char *s, bool explicit_proto,
 		    char *err, size_t errlen)
 {
 	struct ipaddr a;
-	char sh[SHOWBUF];
+	char sh[STR_SHOW_BUF];
 	size_t wl;
 
 	if (s[0] != '[' && ipaddr_parse(s, strlen(s), &a) && a.family == AF_INET6) {
-		seterr(err, errlen, "IPv6 address must be in brackets: \"%s\"", show(s, strlen(s), sh));
+		seterr(err, errlen, "IPv6 address must be in brackets: \"%s\"", str_show(s, strlen(s), sh));
 		return false;
 	}
 	if (word_is(s, "unix")) {
@@ -848,7 +824,7 @@ static bool nh_dest(struct nexthop *nh, const char *s, bool explicit_proto,
 		return nh_inet(nh, s + 5, err, errlen);
 	}
 	if (!explicit_proto && looks_like_transport(s, &wl)) {
-		seterr(err, errlen, "unknown transport \"%s\"", show(s, wl, sh));
+		seterr(err, errlen, "unknown transport \"%s\"", str_show(s, wl, sh));
 		return false;
 	}
 	return nh_inet(nh, s, err, errlen);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +78,25 @@ bool str_parse_ull(const char *s, unsigned long long max, unsigned long long *ou
 	}
 	*out = v;
 	return true;
+}
+
+const char *str_show(const char *s, size_t n, char out[STR_SHOW_BUF])
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n && i < STR_SHOW_MAX; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, STR_SHOW_BUF - o, "\\x%02x", c);
+	}
+	if (n > STR_SHOW_MAX) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = 0;
+	return out;
 }
 
 static bool is_sep(char c) { return c == ' ' || c == '\t' || c == ',' || c == '\n' || c == '\r'; }

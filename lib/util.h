@@ -27,6 +27,14 @@ bool str_has_prefix(const char *s, const char *prefix);
  * value <= max. Returns false on anything else. */
 bool str_parse_ull(const char *s, unsigned long long max, unsigned long long *out);
 
+/* str_show: s[0..n) safe to quote in an error message: bytes other than
+ * printable ASCII, quotes and backslashes become \xNN, and input past
+ * STR_SHOW_MAX bytes is cut to "..." so it cannot crowd out the rest of
+ * the message. Returns out. */
+#define STR_SHOW_MAX 64
+#define STR_SHOW_BUF (STR_SHOW_MAX * 4 + 4)
+const char *str_show(const char *s, size_t n, char out[STR_SHOW_BUF]);
+
 /* Postfix list syntax: items separated by white space and/or commas.
  * list_next() returns the next item of *cursor (not NUL-terminated: *len
  * gives its length) and advances the cursor, or NULL at the end. */
