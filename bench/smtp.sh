@@ -233,8 +233,8 @@ backend_vhostmta() {
 		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done ;;
 	master)	cat "$2/$3.pid" ;;
 	verify)
-		n=$(find "$2/state/$3/incoming" -type f | wc -l)
-		[ "$n" = "$4" ] || { echo "$n queue files in incoming/, not $4"; return 1; } ;;
+		n=$("$instance" -c "$2/conf/$3/instance.cf" --list-queue | wc -l)
+		[ "$n" = "$4" ] || { echo "$n messages queued, not $4"; return 1; } ;;
 	log)	tail -n 20 "$2/$3.log" 2>/dev/null ;;
 	version) "$vhostmta" --version ;;
 	esac

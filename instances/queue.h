@@ -1,18 +1,33 @@
 /* queue.h: the instance's durable queue (DESIGN §5).
  *
- * A queue file is a sequence of records: one type byte, a 4-byte
- * big-endian payload length, the payload. The first record is
- * QREC_VERSION, the last QREC_END; a file without a valid END record is
- * never delivered. Files are written in QDIR/tmp/ (O_EXCL), made durable,
- * then renamed into QDIR/incoming/ and the directory made durable: only
- * then does the submitter's callback run, and only then may the SMTP
- * server say "250 queued as ID".
+ * A queue file holds one or more messages back to back. A message is a
+ * sequence of records: one type byte, a 4-byte big-endian payload length,
+ * the payload. Each message is VERSION, ID, ..., END: QREC_VERSION first,
+ * then QREC_ID (the message's queue id), the envelope and content, and
+ * QREC_END last; after an END comes either the end of the file or the
+ * next message's VERSION. A file without a valid END record on every
+ * message is never delivered, and a file with any invalid message is
+ * refused whole. The ID record may be missing only from the first
+ * message of a file (that message's id is then the file name: files
+ * written by hand or by older versions); every later message needs one.
+ * Readers take ids from the ID records, never from the file name.
  *
- * Group commit: queue_submit() only queues a finished file; queue_flush()
- * (called by the event loop once per iteration, after all ready I/O)
- * makes every submitted file durable with one flush, renames them all,
- * flushes the directory once, then runs every callback. Many messages,
- * two flushes. No threads. */
+ * Messages that stay below QF_SPILL bytes of records are kept in memory
+ * until queue_flush(), which writes all of them into ONE file, named
+ * after the first of them (tmp/ID, O_EXCL; a fresh id if taken): a group
+ * commit of N small messages allocates one inode, not N. A message that
+ * grows past QF_SPILL spills into its own file tmp/ID at once and
+ * streams from there. Files are made durable, then renamed into
+ * QDIR/incoming/ and the directory made durable: only then does each
+ * submitter's callback run, and only then may the SMTP server say "250
+ * queued as ID".
+ *
+ * Group commit: queue_submit() only queues a finished message;
+ * queue_flush() (called by the event loop after its ready I/O, once 8
+ * messages wait, every session waits, or 1 ms has passed) writes the
+ * batch file, makes it and every spilled file
+ * durable, renames them all, flushes the directory once, then runs every
+ * callback. Many messages, one new inode, two flushes. No threads. */
 #ifndef VHOSTMTA_QUEUE_H
 #define VHOSTMTA_QUEUE_H
 
@@ -25,16 +40,21 @@
 /* Bounds the reader enforces (hostile or damaged files). */
 #define QREC_MAX (64u << 20)     /* one record's payload */
 #define QFILE_MAX_RCPTS 1000000
+/* Records of one message kept in memory until the flush; past this, the
+ * message gets a file of its own. */
+#define QF_SPILL (256u << 10)
 
 enum qrec_type {
 	QREC_VERSION = 'V',   /* decimal QFILE_VERSION */
+	QREC_ID = 'I',        /* the message's queue id, QID_LEN hex digits; right
+			       * after VERSION; written by the queue itself */
 	QREC_TIME = 'T',      /* arrival, decimal microseconds since the epoch */
 	QREC_CLIENT = 'C',    /* "addr helo-name" as received (printable) */
 	QREC_SENDER = 'S',    /* envelope sender, "" for <> */
 	QREC_RCPT = 'R',      /* one envelope recipient */
 	QREC_ATTR = 'A',      /* "name=value": SIZE, BODY, ... */
 	QREC_DATA = 'D',      /* a chunk of message content, CRLF lines, unstuffed */
-	QREC_END = 'E',       /* empty payload: the file is complete */
+	QREC_END = 'E',       /* empty payload: the message is complete */
 };
 
 struct queue;
@@ -52,11 +72,13 @@ struct queue *queue_open(const char *dir);
  * been submitted or aborted before. */
 void queue_close(struct queue *q);
 
-/* queue_create: a new queue file in tmp/ with a fresh, unique,
- * time-sortable id (written into id, NUL-terminated). NULL on error. */
+/* queue_create: a new message with a fresh, unique, time-sortable id
+ * (written into id, NUL-terminated). Nothing is created on disk until the
+ * message spills or is flushed. NULL on error. */
 struct qfile *queue_create(struct queue *q, char id[QID_LEN + 1]);
-/* qfile_add: append one record (buffered). QREC_VERSION must come first.
- * false on I/O error or a record the reader would refuse. */
+/* qfile_add: append one record (buffered). QREC_VERSION must come first;
+ * the queue adds the ID record after it (callers never add QREC_ID or
+ * QREC_END). false on I/O error or a record the reader would refuse. */
 bool qfile_add(struct qfile *f, enum qrec_type type, const void *data, size_t len);
 /* queue_submit: finish f with END and hand it to the group commit; done
  * runs from queue_flush with err 0 once durable, or an errno value. f is
@@ -64,11 +86,12 @@ bool qfile_add(struct qfile *f, enum qrec_type type, const void *data, size_t le
 void queue_submit(struct qfile *f, qdone_fn *done, void *ctx);
 /* queue_abort: discard f (unlinked, never visible). */
 void queue_abort(struct qfile *f);
-/* queue_flush: commit every submitted file; returns how many were
- * handled (failures included). */
+/* queue_flush: commit every submitted message; returns how many were
+ * handled (failures included). A failure of the shared file fails every
+ * message in it. */
 size_t queue_flush(struct queue *q);
 size_t queue_pending(const struct queue *q); /* submitted, not yet flushed */
-size_t queue_size(const struct queue *q);    /* files in incoming/ */
+size_t queue_size(const struct queue *q);    /* messages in incoming/ */
 
 /* A message read back (delivery side, tests, `vhostmta queue`). */
 struct qmsg {
@@ -80,13 +103,19 @@ struct qmsg {
 	char **attrs;
 	size_t nattrs;
 	uint64_t data_len; /* total bytes of QREC_DATA records */
-	long data_offset;  /* file offset of the first DATA record, -1 if none */
+	long data_offset;  /* file offset of the message's first DATA record, -1 if none */
 };
 
-/* qmsg_read: read and validate path; false with a phrase in err for a
- * truncated, corrupt or oversized file (missing END, bad type, length
- * past the end, records out of order). Never trusts a length. */
+/* qmsg_read: read and validate path (every message in it); the FIRST
+ * message in m. false with a phrase in err for a truncated, corrupt or
+ * oversized file (missing END, bad type, length past the end, records
+ * out of order; "message N: ..." for a fault in a later message). Never
+ * trusts a length. */
 bool qmsg_read(const char *path, struct qmsg *m, char *err, size_t errlen);
 void qmsg_free(struct qmsg *m);
+/* qmsg_read_all: every message of path, in file order (*msgs allocated,
+ * *n of them; NULL and 0 on failure, with err as for qmsg_read). */
+bool qmsg_read_all(const char *path, struct qmsg **msgs, size_t *n, char *err, size_t errlen);
+void qmsg_free_all(struct qmsg *msgs, size_t n);
 
 #endif

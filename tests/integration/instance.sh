@@ -115,6 +115,9 @@ py() {
 # banner ADDR PORT: the first line the server sends, or "refused".
 banner() { nsx python3 "$helper" banner "$1" "$2" 2> /dev/null | head -n 1; }
 nfiles() { find "$1" -mindepth 1 -maxdepth 1 2> /dev/null | wc -l; }
+# nqueued CF: the messages queued by the instance of CF (a queue file may
+# hold several: one group commit).
+nqueued() { "$INST" -c "$1" --list-queue 2> /dev/null | wc -l; }
 logtail() { tail -n 20 "$1" | sed 's/^/  log | /'; }
 # sanitizer_clean LOG DESCRIPTION: no sanitizer report, fatal or panic.
 sanitizer_clean() {
@@ -255,12 +258,12 @@ for a in user@foreign.test user@sub.alpha.test 'user@[192.0.2.77]' '@alpha.test:
 	*) bad "relay: outside client, <$a> to a foreign destination: '$got'"; sed 's/^/  | /' "$work/swaks" | tail -n 6 ;;
 	esac
 done
-eq "$(nfiles "$q/incoming")" 0 "relay: nothing queued by RCPT-only sessions"
+eq "$(nqueued "$cf")" 0 "relay: nothing queued by RCPT-only sessions"
 
 # --- 3. SMTP smuggling, and content in the DATA segment. ---
 py "smuggling" smuggle 127.0.0.2 2525 "$q"
 py "content with DATA" datapipe 127.0.0.2 2525 "$q"
-eq "$(nfiles "$q/incoming")" 0 "smuggling: incoming/ is empty"
+eq "$(nqueued "$cf")" 0 "smuggling: incoming/ is empty"
 
 # --- 4. Hostile input; a well-behaved swaks client keeps being served. ---
 probe="swaks --server 127.0.0.2:2525 --local-interface 127.0.0.9 --ehlo probe.test --from probe@b.test --to user@alpha.test --timeout 20"
@@ -270,13 +273,13 @@ nsx sh -c "$probe" > "$work/swaks" 2>&1
 has "$work/swaks" "250 2.0.0 Ok: queued as" "after the bad input: a well-behaved client is queued"
 
 # --- 5. Real messages: swaks, then smtp-source. ---
-before=$(nfiles "$q/incoming")
+before=$(nqueued "$cf")
 nsx swaks --server 127.0.0.2:2525 --local-interface 127.0.0.9 --ehlo client.test \
 	--from sender@b.test --to user@alpha.test --header "Subject: instance-$$" \
 	--body "token instance-$$" --timeout 10 > "$work/swaks" 2>&1
 id=$(sed -n 's/.*250 2\.0\.0 Ok: queued as \([0-9A-Fa-f]*\).*/\1/p' "$work/swaks" | head -n 1)
 if echo "$id" | grep -qxE '[0-9A-Fa-f]{16}'; then ok; else bad "swaks: no 16-hex queue id: '$id'"; tail -n 8 "$work/swaks" | sed 's/^/  | /'; fi
-eq "$(nfiles "$q/incoming")" $((before + 1)) "swaks: one more file in incoming/"
+eq "$(nqueued "$cf")" $((before + 1)) "swaks: one more message in incoming/"
 f=$q/incoming/$id
 if [ -n "$id" ] && [ -f "$f" ]; then
 	ok
@@ -290,12 +293,12 @@ else
 	bad "queue file incoming/$id does not exist"; ls "$q/incoming" | head
 fi
 
-before=$(nfiles "$q/incoming")
+before=$(nqueued "$cf")
 t0=$(date +%s.%N)
 if nsx smtp-source -s 5 -m 200 -l 2048 -f a@b.test -t user@alpha.test 127.0.0.2:2525 > "$work/ss.out" 2>&1; then
 	ok; else bad "smtp-source: exit $?"; sed 's/^/  | /' "$work/ss.out"; fi
 t1=$(date +%s.%N)
-eq "$(nfiles "$q/incoming")" $((before + 200)) "smtp-source: exactly 200 more files in incoming/"
+eq "$(nqueued "$cf")" $((before + 200)) "smtp-source: exactly 200 more messages in incoming/"
 echo "  note: smtp-source: 200 messages in $(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") s"
 eq "$(nfiles "$q/tmp")" 0 "after smtp-source: tmp/ is empty"
 if alive "$ipid"; then ok; else bad "the instance died"; logtail "$log"; fi
@@ -352,7 +355,7 @@ py "crash test" verify "$cq" "$record"
 eq "$(nfiles "$cq/tmp")" 0 "crash test: tmp/ is empty after a clean stop"
 acked=$(grep -c . "$record")
 echo "  note: crash test: $acked messages acknowledged, $cycles kill -9 cycles," \
-	"$(nfiles "$cq/incoming") in incoming/, $(nfiles "$cq/corrupt") in corrupt/," \
+	"$(nqueued "$ccf") messages in incoming/ ($(nfiles "$cq/incoming") files), $(nfiles "$cq/corrupt") in corrupt/," \
 	"$leftovers tmp/ leftovers after the kills, $(grep -c 'removed incomplete queue file' "$clog") removed at start-up," \
 	"$(grep -c 'moved to corrupt/' "$clog") moved to corrupt/"
 sanitizer_clean "$clog" "crash test instance"

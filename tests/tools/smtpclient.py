@@ -193,6 +193,34 @@ def files(qdir, sub):
         return []
 
 
+def queued(qdir):
+    """The ids of the messages in incoming/. A queue file holds one message
+    or several (one group commit); each message's ID record gives its id,
+    the file name stands in for a first message without one."""
+    ids = []
+    for name in files(qdir, "incoming"):
+        try:
+            with open(os.path.join(qdir, "incoming", name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        i, first, has_id = 0, True, False
+        while i + 5 <= len(data):
+            t, n = data[i], int.from_bytes(data[i + 1:i + 5], "big")
+            payload = data[i + 5:i + 5 + n]
+            if t == ord("V"):
+                has_id = False
+            elif t == ord("I"):
+                ids.append(payload.decode("ascii", "replace"))
+                has_id = True
+            elif t == ord("E"):
+                if not has_id and first:
+                    ids.append(name)
+                first = False
+            i += 5 + n
+    return sorted(ids)
+
+
 def await_empty(qdir, sub, seconds=3.0):
     end = time.monotonic() + seconds
     while files(qdir, sub) and time.monotonic() < end:
@@ -273,7 +301,7 @@ FAKE_ENDS = [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n.\r
 
 
 def cmd_smuggle(host, port, qdir):
-    before = files(qdir, "incoming")
+    before = queued(qdir)
     for fake in FAKE_ENDS:
         for split in (False, True):
             desc = "smuggling %r%s" % (fake.decode(), " (fake end in its own segment)" if split else "")
@@ -302,13 +330,13 @@ def cmd_smuggle(host, port, qdir):
                   ["replies after 354: %r" % got])
     left = await_empty(qdir, "tmp")
     check(left == [], "smuggling: queue tmp/ is empty", left)
-    after = files(qdir, "incoming")
+    after = queued(qdir)
     check(after == before, "smuggling: nothing reached incoming/", sorted(set(after) - set(before)))
     return 0
 
 
 def cmd_datapipe(host, port, qdir):
-    before = files(qdir, "incoming")
+    before = queued(qdir)
     desc = "content in the same segment as DATA"
     try:
         c = greeted(host, port)
@@ -324,7 +352,7 @@ def cmd_datapipe(host, port, qdir):
     check(rest == [IMPROPER], desc + ": 554 improper pipelining (and no 354)", rest)
     check(closed, desc + ": the server closes the connection")
     time.sleep(0.1)
-    check(files(qdir, "incoming") == before, desc + ": nothing queued")
+    check(queued(qdir) == before, desc + ": nothing queued")
     check(await_empty(qdir, "tmp") == [], desc + ": tmp/ is empty")
     return 0
 
@@ -337,8 +365,8 @@ def case(desc, fn):
 
 
 def cmd_badinput(host, port, qdir, pid, probe_cmd):
-    queued = [0]  # messages this run queued (probes and controls)
-    start = files(qdir, "incoming")
+    ours = [0]  # messages this run queued (probes and controls)
+    start = queued(qdir)
 
     # An overlong command: 100 KB without CRLF, then CRLF: one 500, the
     # connection stays usable; a probe while the line is pending.
@@ -347,7 +375,7 @@ def cmd_badinput(host, port, qdir, pid, probe_cmd):
         c.send(b"A" * (100 * 1024))
         early = c.pending(0.2)
         check(early is None, "overlong command: no reply before its CRLF", repr(early)[:200])
-        queued[0] += probe(probe_cmd, "during a pending 100 KB line")
+        ours[0] += probe(probe_cmd, "during a pending 100 KB line")
         c.send(b"\r\n")
         got = c.collect(quiet=0.5)
         check(got == ["500 5.5.2 Error: line too long"], "overlong command: exactly one 500 line too long", got)
@@ -379,7 +407,7 @@ def cmd_badinput(host, port, qdir, pid, probe_cmd):
         block = b"B" * 65536
         for _ in range(80):  # 80 * 64 KB = 5 MB
             c.send(block)
-        queued[0] += probe(probe_cmd, "during a 5 MB line")
+        ours[0] += probe(probe_cmd, "during a 5 MB line")
         c.send(b"\r\n")
         got = c.collect(quiet=0.5, limit=30)
         rss1, hwm = vm(pid, "VmRSS"), vm(pid, "VmHWM")
@@ -452,7 +480,7 @@ def cmd_badinput(host, port, qdir, pid, probe_cmd):
         got = c.reply()
         if check(len(got) == 1 and QUEUED.match(got[0]) is not None,
                  "order: the transaction after the errors is queued", got):
-            queued[0] += 1
+            ours[0] += 1
         want(c, "QUIT", "221 2.0.0 Bye", "order: QUIT")
         c.close()
     case("commands out of order", order)
@@ -484,24 +512,24 @@ def cmd_badinput(host, port, qdir, pid, probe_cmd):
     for reset in (False, True):
         how = "RST" if reset else "close"
         def vanish(reset=reset, how=how):
-            inc0 = files(qdir, "incoming")
+            inc0 = queued(qdir)
             c = open_data(host, port)
             c.send("Subject: vanish\r\n\r\n" + ("x" * 70 + "\r\n") * 1500)  # ~108 KB
             time.sleep(0.2)
             note("vanish (%s): %d file(s) in tmp/ mid-DATA" % (how, len(files(qdir, "tmp"))))
             n = probe(probe_cmd, "while a client is mid-DATA")
-            queued[0] += n
+            ours[0] += n
             c.close(reset=reset)
             left = await_empty(qdir, "tmp")
             check(left == [], "client vanishing mid-DATA (%s): nothing left in tmp/" % how, left)
-            new = sorted(set(files(qdir, "incoming")) - set(inc0))
+            new = sorted(set(queued(qdir)) - set(inc0))
             check(len(new) == n, "client vanishing mid-DATA (%s): nothing of it in incoming/" % how,
                   "new files: %r (probe queued %d)" % (new, n))
         case("client vanishing mid-DATA (%s)" % how, vanish)
 
-    end = files(qdir, "incoming")
-    check(len(end) - len(start) == queued[0],
-          "bad input: incoming/ grew only by the well-behaved messages (%d)" % queued[0],
+    end = queued(qdir)
+    check(len(end) - len(start) == ours[0],
+          "bad input: incoming/ grew only by the well-behaved messages (%d)" % ours[0],
           "grew by %d" % (len(end) - len(start)))
     return 0
 
@@ -579,16 +607,16 @@ def complete(path):
 def cmd_verify(qdir, record):
     with open(record) as f:
         ids = [ln.strip() for ln in f if ln.strip()]
-    inc = set(files(qdir, "incoming"))
+    inc = set(queued(qdir))
     lost = [i for i in ids if i not in inc]
-    broken = [i for i in ids if i in inc and not complete(os.path.join(qdir, "incoming", i))]
+    broken = [n for n in files(qdir, "incoming") if not complete(os.path.join(qdir, "incoming", n))]
     corrupt = set(files(qdir, "corrupt"))
     check(len(ids) > 0, "crash test: some messages were acknowledged (%d)" % len(ids))
     check(len(set(ids)) == len(ids), "crash test: every acknowledged id is unique",
           "%d duplicates" % (len(ids) - len(set(ids))))
     check(not lost, "crash test: every acknowledged id is in incoming/ (%d lost of %d)" % (len(lost), len(ids)),
           ["lost: %s%s" % (i, " (in corrupt/)" if i in corrupt else "") for i in lost])
-    check(not broken, "crash test: every acknowledged queue file ends with END (%d without)" % len(broken), broken)
+    check(not broken, "crash test: every queue file in incoming/ ends with END (%d without)" % len(broken), broken)
     print("verify: %d acknowledged, %d in incoming/, %d in corrupt/, %d in tmp/"
           % (len(ids), len(inc), len(corrupt), len(files(qdir, "tmp"))))
     return 0

@@ -1,9 +1,12 @@
 /* test_queue.c: instances/queue.c. Ids; the write/submit/flush/read round
  * trip; callbacks only in queue_flush and only after the rename; group
- * commit; abort and close leave nothing; the writer refuses what the
- * reader would; queue_open's clean-up (tmp/ leftovers, a valid file cut
- * at every length, a table of corrupt and valid files, special entries);
- * I/O errors reach the callback and leave no visible file. Every test
+ * commit into one shared file (nothing on disk before the flush), a big
+ * message spilling into a file of its own; abort and close leave nothing;
+ * the writer refuses what the reader would; queue_open's clean-up (tmp/
+ * leftovers, a valid single- and multi-message file cut at every length,
+ * tables of corrupt and valid files, special entries); I/O errors reach
+ * the callback (every message of the shared file) and leave no visible
+ * file. Every test
  * gets its own directory under /tmp; log lines are captured from stderr
  * and checked word for word where the brief fixes them. */
 #include <stdarg.h>
@@ -156,16 +159,46 @@ static void assert_logged(const char *log, const char *line)
 
 /* ---- writing messages through the queue ------------------------------- */
 
+/* find_msg: is message id readable in some file of dir/incoming (named
+ * in file, if not NULL)? */
+static bool find_msg(const char *dir, const char *id, char file[QID_LEN + 1])
+{
+	DIR *d = opendir(path(dir, "incoming", NULL));
+	struct dirent *de;
+	bool found = false;
+	char err[256];
+
+	if (d == NULL)
+		return false;
+	while (!found && (de = readdir(d)) != NULL) {
+		struct qmsg *m;
+		size_t n;
+		if (de->d_name[0] == '.' ||
+		    !qmsg_read_all(path(dir, "incoming", de->d_name), &m, &n, err, sizeof err))
+			continue;
+		for (size_t i = 0; i < n && !found; i++)
+			found = strcmp(m[i].id, id) == 0;
+		if (found && file)
+			snprintf(file, QID_LEN + 1, "%.*s", QID_LEN, de->d_name);
+		qmsg_free_all(m, n);
+	}
+	closedir(d);
+	return found;
+}
+
 struct done {
 	const char *dir;
 	int calls, err, order;
 	char id[QID_LEN + 1];
+	char file[QID_LEN + 1]; /* the file in incoming/ holding it */
 	bool in_incoming, in_tmp;
 };
 
 static int done_order;
 
-/* on_done: records what the callback saw, the file system included. */
+/* on_done: records what the callback saw, the file system included:
+ * in_incoming if the message is readable in incoming/, in_tmp if
+ * anything at all is left in tmp/. */
 static void on_done(void *ctx, int err, const char *id)
 {
 	struct done *d = ctx;
@@ -174,8 +207,8 @@ static void on_done(void *ctx, int err, const char *id)
 	d->err = err;
 	d->order = ++done_order;
 	snprintf(d->id, sizeof d->id, "%s", id);
-	d->in_incoming = exists(path(d->dir, "incoming", id));
-	d->in_tmp = exists(path(d->dir, "tmp", id));
+	d->in_incoming = find_msg(d->dir, id, d->file);
+	d->in_tmp = count_entries(d->dir, "tmp") > 0;
 }
 
 static void add(struct qfile *f, int type, const void *p, size_t n)
@@ -369,6 +402,7 @@ static void test_round_trip(void **state)
 	assert_string_equal(m.attrs[0], "SIZE=12345");
 	assert_string_equal(m.attrs[1], "BODY=8BITMIME");
 	assert_int_equal(m.data_len, want.len);
+	assert_string_equal(d.file, id); /* spilled: a file of its own */
 	size_t n;
 	char *data = data_of(p, &m, &n);
 	assert_int_equal(n, want.len);
@@ -398,8 +432,12 @@ static void test_callback_after_rename(void **state)
 	assert_int_equal(queue_flush(q), 1);
 	assert_int_equal(d.calls, 1);
 	assert_int_equal(d.err, 0);
+	/* In the callback, the message was readable in incoming/ through its
+	 * file, named after it (the only message of the flush). */
 	assert_true(d.in_incoming);
+	assert_string_equal(d.file, d.id);
 	assert_false(d.in_tmp);
+	assert_int_equal(queue_size(q), 1);
 	assert_int_equal(queue_flush(q), 0);
 	assert_int_equal(d.calls, 1);
 	queue_close(q);
@@ -415,24 +453,103 @@ static void test_group_commit(void **state)
 	for (int i = 0; i < 20; i++)
 		submit_one(q, &d[i], *state);
 	assert_int_equal(queue_pending(q), 20);
-	assert_int_equal(count_entries(*state, "tmp"), 20);
+	/* Small messages wait in memory: nothing visible, nothing allocated. */
+	assert_int_equal(count_entries(*state, "tmp"), 0);
 	assert_int_equal(count_entries(*state, "incoming"), 0);
 	assert_int_equal(queue_flush(q), 20);
 	for (int i = 0; i < 20; i++) {
 		assert_int_equal(d[i].calls, 1);
 		assert_int_equal(d[i].err, 0);
 		assert_int_equal(d[i].order, i + 1); /* submission order */
-		/* Every file was renamed before the first callback ran. */
+		/* The shared file was renamed before the first callback ran. */
 		assert_true(d[i].in_incoming);
+		assert_string_equal(d[i].file, d[0].id);
 		assert_false(d[i].in_tmp);
 		if (i > 0)
 			assert_true(strcmp(d[i - 1].id, d[i].id) < 0);
 	}
-	assert_int_equal(d[0].in_incoming, exists(path(*state, "incoming", d[19].id)));
 	assert_int_equal(queue_size(q), 20);
 	assert_int_equal(queue_pending(q), 0);
 	assert_int_equal(count_entries(*state, "tmp"), 0);
-	assert_int_equal(count_entries(*state, "incoming"), 20);
+	/* One file, named after the first message, holding all 20 in order. */
+	assert_int_equal(count_entries(*state, "incoming"), 1);
+	struct qmsg *m;
+	size_t n;
+	char err[256];
+	if (!qmsg_read_all(path(*state, "incoming", d[0].id), &m, &n, err, sizeof err))
+		fail_msg("qmsg_read_all: %s", err);
+	assert_int_equal(n, 20);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(m[i].id, d[i].id);
+		assert_string_equal(m[i].sender, "alice@example.org");
+		assert_int_equal(m[i].nrcpts, 1);
+		assert_int_equal(m[i].data_len, sizeof "Subject: hi\r\n\r\nhello\r\n" - 1);
+		assert_true(i == 0 || m[i].data_offset > m[i - 1].data_offset);
+	}
+	qmsg_free_all(m, n);
+	queue_close(q);
+	/* Reopened: the queue counts messages, not files. */
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 20);
+	queue_close(q);
+}
+
+/* A message past QF_SPILL gets its own file at once and streams there;
+ * the small ones of the same flush share one file. */
+static void test_spill(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[3];
+	char id[QID_LEN + 1], err[256];
+	size_t big = QF_SPILL + 1000;
+	char *bigp = xmalloc(big);
+
+	assert_non_null(q);
+	memset(bigp, 'x', big);
+	done_order = 0;
+	submit_one(q, &d[0], *state);
+	struct qfile *f = start(q, id, 2);
+	add(f, QREC_DATA, L("Subject: big\r\n\r\n"));
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	add(f, QREC_DATA, bigp, big);
+	assert_int_equal(count_entries(*state, "tmp"), 1);
+	assert_true(exists(path(*state, "tmp", id)));
+	memset(&d[1], 0, sizeof d[1]);
+	d[1].dir = *state;
+	queue_submit(f, on_done, &d[1]);
+	submit_one(q, &d[2], *state);
+	assert_int_equal(count_entries(*state, "tmp"), 1);
+	assert_int_equal(queue_flush(q), 3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(d[i].calls, 1);
+		assert_int_equal(d[i].err, 0);
+		assert_int_equal(d[i].order, i + 1);
+		assert_true(d[i].in_incoming);
+		assert_false(d[i].in_tmp);
+	}
+	assert_string_equal(d[1].id, id);
+	assert_string_equal(d[1].file, id);
+	assert_string_equal(d[0].file, d[0].id);
+	assert_string_equal(d[2].file, d[0].id);
+	assert_int_equal(count_entries(*state, "incoming"), 2);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 3);
+
+	struct qmsg *m;
+	size_t n;
+	assert_true(qmsg_read_all(path(*state, "incoming", id), &m, &n, err, sizeof err));
+	assert_int_equal(n, 1);
+	assert_string_equal(m[0].id, id);
+	assert_int_equal(m[0].nrcpts, 2);
+	assert_int_equal(m[0].data_len, big + sizeof "Subject: big\r\n\r\n" - 1);
+	qmsg_free_all(m, n);
+	assert_true(qmsg_read_all(path(*state, "incoming", d[0].id), &m, &n, err, sizeof err));
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].id, d[0].id);
+	assert_string_equal(m[1].id, d[2].id);
+	qmsg_free_all(m, n);
+	free(bigp);
 	queue_close(q);
 }
 
@@ -479,7 +596,7 @@ static void test_abort_leaves_nothing(void **state)
 {
 	struct queue *q = queue_open(*state);
 	char id[QID_LEN + 1];
-	size_t big = 200 * 1024; /* past the write buffer: really on disk */
+	size_t big = QF_SPILL + 1024; /* past the spill threshold: really on disk */
 	char *bigp = xcalloc(1, big);
 
 	assert_non_null(q);
@@ -488,7 +605,9 @@ static void test_abort_leaves_nothing(void **state)
 		assert_non_null(f);
 		if (stage == 2)
 			add(f, QREC_DATA, bigp, big);
-		assert_true(exists(path(*state, "tmp", id)));
+		/* Only a spilled message has a file; the others none at all. */
+		assert_int_equal(exists(path(*state, "tmp", id)), stage == 2);
+		assert_int_equal(count_entries(*state, "tmp"), stage == 2);
 		queue_abort(f);
 		assert_false(exists(path(*state, "tmp", id)));
 	}
@@ -538,6 +657,8 @@ static const struct {
 	{ "VERSION 2", { W('V', "2") }, false },
 	{ "second VERSION", { W('V', "1"), W('V', "1") }, false },
 	{ "END by hand", { W('V', "1"), W('E', "") }, false },
+	{ "ID by hand", { W('V', "1"), W('I', "0123456789ABCDEF") }, false },
+	{ "ID before VERSION", { W('I', "0123456789ABCDEF") }, false },
 	{ "unknown type", { W('V', "1"), W('Z', "x") }, false },
 	{ "second SENDER", { W_HEAD, W('S', "c@d") }, false },
 	{ "second TIME", { W_HEAD, W('T', "1") }, false },
@@ -652,7 +773,7 @@ static void put_rec(struct buf *b, int type, const char *p, size_t n, unsigned l
 
 static const struct fcase {
 	const char *name;
-	struct rec recs[12];
+	struct rec recs[16];
 	const char *trailer;
 	size_t trailer_n;
 	const char *expect; /* NULL: valid */
@@ -872,32 +993,114 @@ static void test_read_not_a_file(void **state)
 
 /* cut_reason: what the reader must say about the first cut bytes of the
  * valid file v[0..n): inside a record header, or at a record boundary, the
- * END is missing; inside a payload, that record's length is too long. */
-static void cut_reason(const unsigned char *v, size_t n, size_t cut, char *out, size_t outlen)
+ * END is missing; inside a payload, that record's length is too long;
+ * both prefixed with "message K: " inside the K-th message, K > 1. A cut
+ * right after a message's END (not the last) leaves a shorter valid file:
+ * then the number of messages left is returned (0 otherwise). Such a
+ * prefix is indistinguishable from a file of fewer messages, but it can
+ * never be seen: a file is durable before its name enters incoming/. */
+static size_t cut_reason(const unsigned char *v, size_t n, size_t cut, char *out, size_t outlen)
 {
-	size_t off = 0;
+	size_t off = 0, k = 1;
+	char why[128];
 
+	snprintf(why, sizeof why, "no END record (truncated)");
 	while (off + 5 <= n) {
 		size_t len = (size_t)v[off + 1] << 24 | (size_t)v[off + 2] << 16 |
 			     (size_t)v[off + 3] << 8 | v[off + 4];
 		if (cut < off + 5) {
 			break;
 		} else if (cut < off + 5 + len) {
-			snprintf(out, outlen, "record length %zu past the end of the file", len);
-			return;
+			snprintf(why, sizeof why, "record length %zu past the end of the file", len);
+			break;
 		}
+		bool end = v[off] == QREC_END;
 		off += 5 + len;
+		if (end && cut == off)
+			return k;
+		k += end;
 	}
-	snprintf(out, outlen, "no END record (truncated)");
+	if (k > 1)
+		snprintf(out, outlen, "message %zu: %s", k, why);
+	else
+		snprintf(out, outlen, "%s", why);
+	return 0;
+}
+
+/* check_cuts: the valid file incoming/id of nmsgs messages, cut at every
+ * length: read directly, then all the cuts in incoming/ beside it through
+ * queue_open (which moves the corrupt ones, whole). */
+static void check_cuts(const char *dir, const char *id, size_t nmsgs)
+{
+	char err[256], want[256], cutid[QID_LEN + 1];
+	struct queue *q;
+	struct qmsg *m, *all;
+	size_t n, nall, short_files = 0, short_msgs = 0;
+	char *valid = read_file(path(dir, "incoming", id), &n);
+
+	assert_true(n > 100);
+	if (!qmsg_read_all(path(dir, "incoming", id), &all, &nall, err, sizeof err))
+		fail_msg("qmsg_read_all: %s", err);
+	assert_int_equal(nall, nmsgs);
+	for (size_t cut = 0; cut < n; cut++) {
+		const char *p = path(dir, "cut", NULL);
+		size_t k, kk;
+		write_file(p, valid, cut);
+		k = cut_reason((unsigned char *)valid, n, cut, want, sizeof want);
+		bool ok = qmsg_read_all(p, &m, &kk, err, sizeof err);
+		if (k > 0) {
+			if (!ok)
+				fail_msg("cut after message %zu at %zu of %zu: %s", k, cut, n, err);
+			assert_int_equal(kk, k);
+			for (size_t i = 0; i < k; i++)
+				assert_string_equal(m[i].id, all[i].id);
+			qmsg_free_all(m, kk);
+			short_files++;
+			short_msgs += k;
+			continue;
+		}
+		if (ok)
+			fail_msg("cut at %zu of %zu accepted", cut, n);
+		assert_null(m);
+		assert_int_equal(kk, 0);
+		if (strcmp(err, want) != 0)
+			fail_msg("cut at %zu of %zu: \"%s\", want \"%s\"", cut, n, err, want);
+		struct qmsg one;
+		assert_false(qmsg_read(p, &one, err, sizeof err));
+		assert_string_equal(err, want);
+		assert_null(one.rcpts);
+	}
+	qmsg_free_all(all, nall);
+	for (size_t cut = 0; cut < n; cut++) {
+		fake_id(cutid, cut);
+		write_file(path(dir, "incoming", cutid), valid, cut);
+	}
+	cap_begin();
+	q = queue_open(dir);
+	char *log = cap_end();
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), nmsgs + short_msgs);
+	assert_int_equal(count_entries(dir, "incoming"), 1 + short_files);
+	assert_true(exists(path(dir, "incoming", id)));
+	assert_int_equal(count_entries(dir, "corrupt"), n - short_files);
+	for (size_t cut = 0; cut < n; cut++) {
+		char line[512];
+		fake_id(cutid, cut);
+		if (cut_reason((unsigned char *)valid, n, cut, want, sizeof want) > 0)
+			continue;
+		snprintf(line, sizeof line, "%s: moved to corrupt/: %s\n", cutid, want);
+		assert_logged(log, line);
+	}
+	free(log);
+	free(valid);
+	queue_close(q);
 }
 
 static void test_truncated_at_every_length(void **state)
 {
 	struct queue *q = queue_open(*state);
-	char id[QID_LEN + 1], err[256], want[256], cutid[QID_LEN + 1];
+	char id[QID_LEN + 1];
 	struct done d = { .dir = *state };
-	struct qmsg m;
-	size_t n;
 
 	assert_non_null(q);
 	struct qfile *f = start(q, id, 3);
@@ -908,41 +1111,169 @@ static void test_truncated_at_every_length(void **state)
 	assert_int_equal(queue_flush(q), 1);
 	assert_int_equal(d.err, 0);
 	queue_close(q);
-	char *valid = read_file(path(*state, "incoming", id), &n);
-	assert_true(n > 100);
+	check_cuts(*state, id, 1);
+}
 
-	/* Every proper prefix, read directly... */
-	for (size_t cut = 0; cut < n; cut++) {
-		const char *p = path(*state, "cut", NULL);
-		write_file(p, valid, cut);
-		cut_reason((unsigned char *)valid, n, cut, want, sizeof want);
-		if (qmsg_read(p, &m, err, sizeof err))
-			fail_msg("cut at %zu of %zu accepted", cut, n);
-		if (strcmp(err, want) != 0)
-			fail_msg("cut at %zu of %zu: \"%s\", want \"%s\"", cut, n, err, want);
+/* The same for a shared file of three messages written by one flush. */
+static void test_truncated_multi(void **state)
+{
+	struct queue *q = queue_open(*state);
+	char id[QID_LEN + 1];
+	struct done d[3];
+
+	assert_non_null(q);
+	for (int i = 0; i < 3; i++) {
+		struct qfile *f = start(q, id, (size_t)i + 1);
+		add(f, QREC_DATA, L("Subject: cut\r\n\r\nbody\r\n"));
+		memset(&d[i], 0, sizeof d[i]);
+		d[i].dir = *state;
+		queue_submit(f, on_done, &d[i]);
 	}
-	/* ...and all of them in incoming/ beside the whole file. */
-	for (size_t cut = 0; cut < n; cut++) {
-		fake_id(cutid, cut);
-		write_file(path(*state, "incoming", cutid), valid, cut);
+	assert_int_equal(queue_flush(q), 3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(d[i].err, 0);
+		assert_string_equal(d[i].file, d[0].id);
+	}
+	queue_close(q);
+	check_cuts(*state, d[0].id, 3);
+}
+
+/* ---- files of several messages ------------------------------------------- */
+
+/* A hand-made file of three messages: the first without an ID record (its
+ * id is the file name), the others with one. */
+static void test_read_multi(void **state)
+{
+	const char *name = "0123456789ABC042";
+	const char *p = path(*state, "incoming", name);
+	struct buf b = BUF_INIT;
+	struct qmsg *m, one;
+	size_t n;
+	char err[256];
+	long off[3];
+	struct queue *q = queue_open(*state);
+
+	assert_non_null(q);
+	queue_close(q);
+	for (int i = 0; i < 3; i++) {
+		put_rec(&b, 'V', L("1"), 1);
+		if (i == 1)
+			put_rec(&b, 'I', L("0123456789ABC043"), 16);
+		if (i == 2)
+			put_rec(&b, 'I', L("0123456789ABC041"), 16);
+		put_rec(&b, 'T', L("1700000000000000"), 16);
+		put_rec(&b, 'C', L("192.0.2.1 h"), 11);
+		put_rec(&b, 'S', L("a@example.org"), 13);
+		for (int k = 0; k <= i; k++)
+			put_rec(&b, 'R', L("b@example.net"), 13);
+		off[i] = (long)b.len;
+		put_rec(&b, 'D', L("abc"), 3);
+		for (int k = 0; k < i; k++)
+			put_rec(&b, 'D', L("x"), 1);
+		put_rec(&b, 'E', L(""), 0);
+	}
+	write_file(p, b.data, b.len);
+	if (!qmsg_read_all(p, &m, &n, err, sizeof err))
+		fail_msg("qmsg_read_all: %s", err);
+	assert_int_equal(n, 3);
+	assert_string_equal(m[0].id, name);
+	assert_string_equal(m[1].id, "0123456789ABC043");
+	assert_string_equal(m[2].id, "0123456789ABC041");
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(m[i].nrcpts, i + 1);
+		assert_int_equal(m[i].data_offset, off[i]);
+		assert_int_equal(m[i].data_len, 3 + i);
+		assert_string_equal(m[i].sender, "a@example.org");
+	}
+	qmsg_free_all(m, n);
+	/* qmsg_read: the first message. */
+	assert_true(qmsg_read(p, &one, err, sizeof err));
+	assert_string_equal(one.id, name);
+	assert_int_equal(one.nrcpts, 1);
+	assert_int_equal(one.data_offset, off[0]);
+	qmsg_free(&one);
+	/* Elsewhere, under a name that is no id: the first message has none. */
+	write_file(path(*state, "x", NULL), b.data, b.len);
+	assert_true(qmsg_read_all(path(*state, "x", NULL), &m, &n, err, sizeof err));
+	assert_int_equal(n, 3);
+	assert_string_equal(m[0].id, "");
+	assert_string_equal(m[1].id, "0123456789ABC043");
+	qmsg_free_all(m, n);
+	/* queue_open counts messages, and ids sort after the queued ones. */
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 3);
+	queue_close(q);
+	buf_free(&b);
+}
+
+/* Bad files of several messages: refused whole, with the message named. */
+#define MSG1 HEAD, RCPT, END
+#define ID2 R('I', "0123456789ABCDEF")
+
+static const struct fcase multi[] = {
+	{ "second message without ID", { MSG1, HEAD, RCPT, END }, NULL, 0,
+	  "message 2: no ID record", 0, 0 },
+	{ "truncated between messages", { MSG1, R('V', "1"), ID2 }, NULL, 0,
+	  "message 2: no END record (truncated)", 0, 0 },
+	{ "second message header cut", { MSG1 }, L("V\0\0"),
+	  "message 2: no END record (truncated)", 0, 0 },
+	{ "second message bad ID", { MSG1, R('V', "1"), R('I', "0123456789abcdef"), RCPT, END },
+	  NULL, 0, "message 2: bad ID record \"0123456789abcdef\"", 0, 0 },
+	{ "second message incomplete", { MSG1, R('V', "1"), ID2, R('T', "1"), RCPT, END }, NULL, 0,
+	  "message 2: no CLIENT record", 0, 0 },
+	{ "bytes after the second END", { MSG1, R('V', "1"), ID2, R('T', "1"), R('C', "c"),
+					  R('S', ""), RCPT, END }, L("\r\nx"),
+	  "message 2: 3 bytes after the END record", 0, 0 },
+	{ "ID not after VERSION", { R('V', "1"), R('T', "1"), ID2, R('C', "c"), R('S', ""), RCPT,
+				    END }, NULL, 0, "ID record not right after VERSION", 0, 0 },
+	{ "two IDs", { R('V', "1"), ID2, ID2, R('T', "1"), R('C', "c"), R('S', ""), RCPT, END },
+	  NULL, 0, "second ID record", 0, 0 },
+	{ "ID short", { R('V', "1"), R('I', "0123"), R('T', "1"), R('C', "c"), R('S', ""), RCPT,
+			END }, NULL, 0, "bad ID record \"0123\"", 0, 0 },
+	{ "valid pair", { MSG1, R('V', "1"), ID2, R('T', "1"), R('C', "c"), R('S', ""), RCPT,
+			  END }, NULL, 0, NULL, 1, 0 },
+};
+
+static void test_read_multi_refused(void **state)
+{
+	char id[ARRAY_LEN(multi)][QID_LEN + 1];
+	struct queue *q = queue_open(*state);
+
+	assert_non_null(q);
+	queue_close(q);
+	for (size_t i = 0; i < ARRAY_LEN(multi); i++) {
+		struct qmsg m, *v;
+		size_t n, nv;
+		char err[256];
+		char *data = build(&multi[i], &n);
+		write_file(path(*state, "file", NULL), data, n);
+		check_read(path(*state, "file", NULL), multi[i].name, multi[i].expect, &m);
+		qmsg_free(&m);
+		bool ok = qmsg_read_all(path(*state, "file", NULL), &v, &nv, err, sizeof err);
+		assert_int_equal(ok, multi[i].expect == NULL);
+		assert_int_equal(nv, ok ? 2 : 0);
+		qmsg_free_all(v, nv);
+		fake_id(id[i], i + 1);
+		write_file(path(*state, "incoming", id[i]), data, n);
+		free(data);
 	}
 	cap_begin();
 	q = queue_open(*state);
 	char *log = cap_end();
 	assert_non_null(q);
-	assert_int_equal(queue_size(q), 1);
-	assert_int_equal(count_entries(*state, "incoming"), 1);
-	assert_true(exists(path(*state, "incoming", id)));
-	assert_int_equal(count_entries(*state, "corrupt"), n);
-	for (size_t cut = 0; cut < n; cut++) {
+	assert_int_equal(queue_size(q), 2); /* the valid pair */
+	for (size_t i = 0; i < ARRAY_LEN(multi); i++) {
+		bool corrupt = multi[i].expect != NULL;
 		char line[512];
-		fake_id(cutid, cut);
-		cut_reason((unsigned char *)valid, n, cut, want, sizeof want);
-		snprintf(line, sizeof line, "%s: moved to corrupt/: %s\n", cutid, want);
-		assert_logged(log, line);
+		snprintf(line, sizeof line, "%s: moved to corrupt/: %s\n", id[i], multi[i].expect);
+		if (corrupt)
+			assert_logged(log, line);
+		if (exists(path(*state, "incoming", id[i])) == corrupt ||
+		    exists(path(*state, "corrupt", id[i])) != corrupt)
+			fail_msg("%s: in the wrong directory", multi[i].name);
 	}
 	free(log);
-	free(valid);
 	queue_close(q);
 }
 
@@ -1054,45 +1385,57 @@ static void test_io_error_rename(void **state)
 }
 
 /* Writes fail (the file size limit stands in for a full disk), once while
- * adding content and once at submit: errno to the callback, no file. */
+ * a big message spills and once for the shared file at the flush, which
+ * fails all its messages together: errno to every callback, no file. */
 static void test_io_error_write(void **state)
 {
 	struct queue *q = queue_open(*state);
 	struct rlimit old, lim;
 	char id[QID_LEN + 1];
-	struct done d[2] = { { .dir = *state }, { .dir = *state } };
-	size_t big = 200 * 1024;
+	struct done d[3] = { { .dir = *state }, { .dir = *state }, { .dir = *state } };
+	size_t big = QF_SPILL + 1024;
 	char *bigp = xcalloc(1, big);
 	void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
 
 	assert_non_null(q);
+	done_order = 0;
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
 	lim = old;
 	lim.rlim_cur = 1000;
 	struct qfile *f1 = start(q, id, 1);
 	struct qfile *f2 = start(q, id, 1);
-	add(f2, QREC_DATA, bigp, 2000); /* buffered: fails only at submit */
+	add(f2, QREC_DATA, bigp, 2000); /* in memory: fails only at the flush */
+	struct qfile *f3 = start(q, id, 1); /* small: fails with f2's file */
 	cap_begin();
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	bool ok = qfile_add(f1, QREC_DATA, bigp, big);
 	int e = errno;
 	queue_submit(f1, on_done, &d[0]);
 	queue_submit(f2, on_done, &d[1]);
+	queue_submit(f3, on_done, &d[2]);
+	assert_int_equal(d[0].calls + d[1].calls + d[2].calls, 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	size_t flushed = queue_flush(q);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-	free(cap_end());
+	char *log = cap_end();
 	signal(SIGXFSZ, oldsig);
 	assert_false(ok);
 	assert_int_equal(e, EFBIG);
-	assert_int_equal(d[0].calls + d[1].calls, 0);
-	assert_int_equal(count_entries(*state, "tmp"), 0);
-	assert_int_equal(queue_flush(q), 2);
-	for (int i = 0; i < 2; i++) {
+	assert_int_equal(flushed, 3);
+	for (int i = 0; i < 3; i++) {
 		assert_int_equal(d[i].calls, 1);
 		assert_int_equal(d[i].err, EFBIG);
+		assert_int_equal(d[i].order, i + 1);
 		assert_false(d[i].in_incoming);
 		assert_false(d[i].in_tmp);
+		char line[128];
+		snprintf(line, sizeof line, "%s: queue file write failed: %s\n", d[i].id,
+			 strerror(EFBIG));
+		assert_logged(log, line);
 	}
+	free(log);
 	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
 	assert_int_equal(queue_size(q), 0);
 	/* The queue itself is fine afterwards. */
 	submit_one(q, &d[0], *state);
@@ -1112,6 +1455,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_callback_after_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_submit_from_callback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_cancels_pending, setup, teardown),
@@ -1123,6 +1467,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_too_many_rcpts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_not_a_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_at_every_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_multi, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_multi, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_multi_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_special_entries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_creates_and_locks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error_rename, setup, teardown),
