@@ -23,3 +23,20 @@ finish() { # NAME
 	echo "$1: $pass passed, $fail failed"
 	[ "$fail" = 0 ]
 }
+
+# nsx CMD...: run CMD in the test's network namespace ($ns).
+nsx() { ip netns exec "$ns" "$@"; }
+# ns_drain NS: end whatever still runs in the namespace (every process in
+# it is the test's: 3 s to finish, then TERM, then KILL), then delete it.
+ns_drain() {
+	_i=0
+	while [ -n "$(ip netns pids "$1" 2> /dev/null)" ] && [ $_i -lt 60 ]; do
+		case $_i in
+		30) kill $(ip netns pids "$1") 2> /dev/null ;;
+		50) kill -9 $(ip netns pids "$1") 2> /dev/null ;;
+		esac
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	ip netns del "$1"
+}

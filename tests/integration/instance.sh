@@ -39,22 +39,14 @@ ns=vhostmta-inst-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-instance.XXXXXX") || exit 1
 pids=  # every process we started (in the namespace); the cleanup ends them
 
+. "$TOP/tests/lib.sh"
+
 cleanup() {
 	rc=$?
 	trap - EXIT INT TERM
 	for p in $pids; do kill "$p" 2> /dev/null; done
 	if [ -e "/run/netns/$ns" ]; then
-		# Whatever still runs in the namespace is ours: wait 3 s, then TERM, then KILL.
-		i=0
-		while [ -n "$(ip netns pids "$ns" 2> /dev/null)" ] && [ $i -lt 60 ]; do
-			case $i in
-			30) kill $(ip netns pids "$ns") 2> /dev/null ;;
-			50) kill -9 $(ip netns pids "$ns") 2> /dev/null ;;
-			esac
-			sleep 0.1
-			i=$((i + 1))
-		done
-		ip netns del "$ns"
+		ns_drain "$ns"
 	fi
 	for p in $pids; do wait "$p" 2> /dev/null; done
 	rm -rf "$work"
@@ -63,8 +55,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-. "$TOP/tests/lib.sh"
-nsx() { ip netns exec "$ns" "$@"; }
 # listening ADDR:PORT: something in the namespace listens there.
 listening() { nsx ss -Hltn | awk '{ print $4 }' | grep -qxF "$1"; }
 # await SECONDS CMD...: poll CMD every 0.1 s until it succeeds.

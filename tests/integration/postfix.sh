@@ -41,6 +41,8 @@ sink=$work/sink        # SMTP sink dumps
 lsink=$work/lsink      # LMTP sink dumps
 sinkpids=
 
+. "$TOP/tests/lib.sh"
+
 cleanup() {
 	rc=$?
 	trap - EXIT INT TERM
@@ -49,17 +51,7 @@ cleanup() {
 			[ -f "$cf" ] && ip netns exec "$ns" postfix -c "${cf%/main.cf}" stop > /dev/null 2>&1
 		done
 		for p in $sinkpids; do kill "$p" 2> /dev/null; done
-		# Whatever still runs in the namespace is ours: wait 3 s, then TERM, then KILL.
-		i=0
-		while [ -n "$(ip netns pids "$ns" 2> /dev/null)" ] && [ $i -lt 60 ]; do
-			case $i in
-			30) kill $(ip netns pids "$ns") 2> /dev/null ;;
-			50) kill -9 $(ip netns pids "$ns") 2> /dev/null ;;
-			esac
-			sleep 0.1
-			i=$((i + 1))
-		done
-		ip netns del "$ns"
+		ns_drain "$ns"
 	fi
 	for p in $sinkpids; do wait "$p" 2> /dev/null; done
 	rm -rf "$work"
@@ -68,8 +60,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-. "$TOP/tests/lib.sh"
-nsx() { ip netns exec "$ns" "$@"; }
 # pf CMD...: run CMD (one shell command line) in the namespace with a tty,
 # so that Postfix prints its warnings and fatal errors; output in $work/tty.
 pf() { nsx script -qec "$*" /dev/null > "$work/tty" 2>&1 < /dev/null; }
