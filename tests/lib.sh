@@ -26,6 +26,17 @@ finish() { # NAME
 
 # nsx CMD...: run CMD in the test's network namespace ($ns).
 nsx() { ip netns exec "$ns" "$@"; }
+# listening ADDR:PORT: something in the namespace listens there.
+listening() { nsx ss -Hltn | awk '{ print $4 }' | grep -qxF "$1"; }
+# await SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
+await() {
+	_await=$(($1 * 10)); shift
+	while ! "$@"; do
+		_await=$((_await - 1))
+		[ $_await -gt 0 ] || return 1
+		sleep 0.1
+	done
+}
 # ns_drain NS: end whatever still runs in the namespace (every process in
 # it is the test's: 3 s to finish, then TERM, then KILL), then delete it.
 ns_drain() {

@@ -55,17 +55,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# listening ADDR:PORT: something in the namespace listens there.
-listening() { nsx ss -Hltn | awk '{ print $4 }' | grep -qxF "$1"; }
-# await SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
-await() {
-	_await=$(($1 * 10)); shift
-	while ! "$@"; do
-		_await=$((_await - 1))
-		[ $_await -gt 0 ] || return 1
-		sleep 0.1
-	done
-}
 # alive PID: running (a zombie is not).
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2> /dev/null; }
 dead() { ! alive "$1"; }

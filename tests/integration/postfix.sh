@@ -67,17 +67,6 @@ clean_tty() { # DESCRIPTION: $work/tty holds no warning or fatal error
 	if grep -qiE 'warning|fatal|panic' "$work/tty"; then
 		bad "$1 complains"; tr -d '\r' < "$work/tty" | sed 's/^/  | /'; else ok; fi
 }
-# listening ADDR:PORT: something in the namespace listens there.
-listening() { nsx ss -Hltn | awk '{ print $4 }' | grep -qxF "$1"; }
-# await SECONDS CMD...: poll CMD every 0.1 s until it succeeds.
-await() {
-	_await=$(($1 * 10)); shift
-	while ! "$@"; do
-		_await=$((_await - 1))
-		[ $_await -gt 0 ] || return 1
-		sleep 0.1
-	done
-}
 master_pid() { # NAME
 	sed -n '1s/[^0-9]//gp' "$state/$1/queue/pid/master.pid" 2> /dev/null
 }
