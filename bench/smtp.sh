@@ -209,14 +209,13 @@ backend_postfix() {
 }
 
 # backend_vhostmta ACTION ARGS: vhostmta-instance, one per instance of the
-# map rendered by `vhostmta render`; the same actions as backend_postfix,
-# plus relays (fails while the instance has no delivery side).
+# map rendered by `vhostmta render`; the same actions as backend_postfix.
 instance=$(dirname "$vhostmta")/vhostmta-instance
 backend_vhostmta() {
 	case $1 in
 	available)
 		[ -x "$instance" ] || { echo "$instance: not built"; return 1; } ;;
-	relays)	return 1 ;;
+	relays)	return 0 ;;
 	render)
 		"$vhostmta" render -m "$2" -o "$3/conf" --state-dir "$3/state" > "$3.render" 2>&1 ||
 			{ cat "$3.render" >&2; die "vhostmta render -m $2 failed"; } ;;
@@ -233,8 +232,15 @@ backend_vhostmta() {
 		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done ;;
 	master)	cat "$2/$3.pid" ;;
 	verify)
+		log=$2/$3.log i=0
+		while [ "$(grep -c ' status=sent ' "$log")" -lt "$4" ] && [ $i -lt 100 ]; do
+			sleep 0.1; i=$((i + 1))
+		done
+		sent=$(grep -c ' status=sent ' "$log") || :
+		bad=$(grep -cE ' status=(deferred|bounced|expired)|fatal:|panic:' "$log") || :
 		n=$("$instance" -c "$2/conf/$3/instance.cf" --list-queue | wc -l)
-		[ "$n" = "$4" ] || { echo "$n messages queued, not $4"; return 1; } ;;
+		[ "$sent" = "$4" ] && [ "$bad" = 0 ] && [ "$n" = 0 ] ||
+			{ echo "$sent messages status=sent, $bad deferred/bounced/fatal, $n still queued"; return 1; } ;;
 	log)	tail -n 20 "$2/$3.log" 2>/dev/null ;;
 	version) "$vhostmta" --version ;;
 	esac

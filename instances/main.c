@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -20,9 +21,11 @@
 #include "buf.h"
 #include "cf.h"
 #include "conn.h"
+#include "control.h"
 #include "listen.h"
 #include "log.h"
 #include "policy.h"
+#include "qmgr.h"
 #include "queue.h"
 #include "util.h"
 
@@ -34,11 +37,12 @@
 #define STATUS_INTERVAL USEC_PER_SEC     /* at most one STATUS= per second */
 #define FINAL_GRACE (5 * USEC_PER_SEC)   /* after the forced close, exit anyway */
 
-enum mode { MODE_RUN, MODE_CHECK, MODE_LIST, MODE_DEFAULTS, MODE_HELP, MODE_VERSION };
+enum mode { MODE_RUN, MODE_CHECK, MODE_LIST, MODE_FLUSH, MODE_DELETE, MODE_DEFAULTS, MODE_HELP, MODE_VERSION };
 
 struct opts {
 	enum mode mode;
 	const char *cf;
+	const char *id; /* --delete */
 	int verbose;
 };
 
@@ -46,6 +50,8 @@ struct instance {
 	const char *cfpath;
 	sd_event *event;
 	struct queue *queue;
+	struct qmgr *qmgr;
+	struct control *control;
 	struct listeners listeners;
 	struct server server;
 	sd_event_source *post, *idle, *stop, *status;
@@ -60,7 +66,7 @@ struct instance {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: " PROG " -c FILE [-v] [--check | --list-queue]\n"
+	fprintf(f, "usage: " PROG " -c FILE [-v] [--check | --list-queue | --flush | --delete ID]\n"
 		   "       " PROG " --dump-defaults | --help | --version\n\n"
 		   "One vhostmta SMTP instance. Listens on the sockets passed with\n"
 		   "LISTEN_FDS (systemd socket activation, or vhostmta run), each of which\n"
@@ -70,7 +76,12 @@ static void usage(FILE *f)
 		   "  -v, --verbose       more log lines (repeat for more)\n"
 		   "      --check         check FILE, print \"FILE: ok\" and exit\n"
 		   "      --list-queue    one line per queued message: id, sender, size,\n"
-		   "                      recipients (oldest first), and exit\n"
+		   "                      recipients, and for deferred mail the tries, the\n"
+		   "                      next attempt and the last reason; and exit\n"
+		   "      --flush         make every deferred message due now (the running\n"
+		   "                      instance, through its control socket)\n"
+		   "      --delete ID     remove message ID without a bounce (the running\n"
+		   "                      instance)\n"
 		   "      --dump-defaults print every parameter's default and exit\n"
 		   "  -h, --help          this text\n"
 		   "  -V, --version       print the version\n\n"
@@ -92,6 +103,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "check", no_argument, NULL, 'C' },
 		{ "list-queue", no_argument, NULL, 'L' },
+		{ "flush", no_argument, NULL, 'F' },
+		{ "delete", required_argument, NULL, 'X' },
 		{ "dump-defaults", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -107,6 +120,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case 'v': o->verbose++; break;
 		case 'C': o->mode = MODE_CHECK; break;
 		case 'L': o->mode = MODE_LIST; break;
+		case 'F': o->mode = MODE_FLUSH; break;
+		case 'X': o->mode = MODE_DELETE; o->id = optarg; break;
 		case 'D': o->mode = MODE_DEFAULTS; break;
 		case 'h': o->mode = MODE_HELP; return;
 		case 'V': o->mode = MODE_VERSION; return;
@@ -116,7 +131,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		usage_error("unexpected argument", argv[optind]);
-	if ((o->mode == MODE_RUN || o->mode == MODE_CHECK || o->mode == MODE_LIST) && o->cf == NULL)
+	if (o->mode != MODE_HELP && o->mode != MODE_VERSION && o->mode != MODE_DEFAULTS && o->cf == NULL)
 		usage_error("-c FILE is required", NULL);
 }
 
@@ -274,8 +289,13 @@ static void idle_rearm(struct instance *in)
 
 static void exit_when_drained(struct instance *in)
 {
-	if (in->stopping && server_sessions(&in->server) == 0)
+	if (in->stopping && server_sessions(&in->server) == 0 && qmgr_busy(in->qmgr) == 0)
 		sd_event_exit(in->event, 0);
+}
+
+static void deliveries_idle(void *ctx)
+{
+	exit_when_drained(ctx);
 }
 
 static int on_idle(sd_event_source *s, uint64_t usec, void *userdata)
@@ -318,19 +338,24 @@ static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata)
 		return 0;
 	}
 	in->forced = true;
-	msg_warn("sessions still open after smtpd_timeout: %zu: closing them", server_sessions(&in->server));
+	msg_warn("sessions or deliveries still open after smtpd_timeout: %zu, %zu: closing them",
+		 server_sessions(&in->server), qmgr_busy(in->qmgr));
 	sd_event_source_set_time_relative(in->stop, FINAL_GRACE);
 	sd_event_source_set_enabled(in->stop, SD_EVENT_ONESHOT);
+	qmgr_abort(in->qmgr);
 	server_close_all(&in->server);
+	exit_when_drained(in);
 	return 0;
 }
 
 static void begin_stop(struct instance *in, const char *why)
 {
 	if (in->stopping) {
-		msg_info("%s again: closing every session now", why);
+		msg_info("%s again: closing every session and delivery now", why);
 		in->forced = true;
+		qmgr_abort(in->qmgr);
 		server_close_all(&in->server);
+		exit_when_drained(in);
 		return;
 	}
 	in->stopping = true;
@@ -341,6 +366,7 @@ static void begin_stop(struct instance *in, const char *why)
 	sd_event_source_set_time_relative(in->stop, limit);
 	sd_event_source_set_enabled(in->stop, SD_EVENT_ONESHOT);
 	server_shutdown(&in->server);
+	qmgr_stop(in->qmgr);
 	exit_when_drained(in);
 }
 
@@ -371,6 +397,7 @@ static void reload(struct instance *in)
 	} else {
 		c->smtpd.queue = in->queue;
 		server_set_conf(&in->server, c);
+		qmgr_set_conf(in->qmgr, c);
 		sconf_unref(c);
 		set_log_name(&in->server.conf->cf);
 		msg_info("reloaded %s: new sessions use it", in->cfpath);
@@ -558,11 +585,26 @@ static struct sconf *start(struct instance *in)
 
 static void finish(struct instance *in)
 {
+	control_close(in->control);
 	server_free(&in->server);
+	qmgr_free(in->qmgr);
 	queue_close(in->queue); /* withdraws anything never acknowledged */
 	drop_sources(in);
 	in->event = sd_event_unref(in->event);
 }
+
+/* The control socket's requests go to the queue manager. */
+static size_t control_flush(void *ctx)
+{
+	return qmgr_flush(((struct instance *)ctx)->qmgr);
+}
+
+static bool control_delete(void *ctx, const char *id, char *err, size_t errlen)
+{
+	return qmgr_delete(((struct instance *)ctx)->qmgr, id, err, errlen);
+}
+
+static const struct control_ops control_ops = { control_flush, control_delete };
 
 static int run(const struct opts *o)
 {
@@ -571,6 +613,11 @@ static int run(const struct opts *o)
 	struct sconf *c = start(&in);
 
 	add_sources(&in);
+	in.qmgr = qmgr_new(in.event, in.queue, c);
+	if (in.qmgr == NULL)
+		msg_fatal("cannot start the queue manager");
+	qmgr_idle_hook(in.qmgr, deliveries_idle, &in);
+	in.control = control_open(in.event, cf_str(&c->cf, P_queue_directory), &control_ops, &in);
 	server_init(&in.server, in.event, c);
 	sconf_unref(c);
 	in.server.changed = sessions_changed;
@@ -589,32 +636,45 @@ static int run(const struct opts *o)
 	return r < 0 ? 1 : r;
 }
 
-/* list_queue: every message in incoming/, oldest file first; a file may
- * hold several messages (one group commit). Read-only: safe beside a
- * running instance. */
+/* list_queue: one line per message, incoming/ then deferred/, oldest
+ * file first within each; a file may hold several messages (one group
+ * commit). Read-only: safe beside a running instance. */
 static int name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int list_queue(const char *cfpath)
+static void print_msg(const struct qmsg *m)
 {
-	struct cf cf;
-	struct diag d = DIAG_INIT;
-	char dir[PATH_MAX], path[PATH_MAX + 300], err[200];
+	struct buf b = BUF_INIT;
+
+	buf_put_printable(&b, m->sender, strlen(m->sender));
+	printf("%s from=<%s> size=%llu nrcpt=%zu", m->id, buf_cstr(&b),
+	       (unsigned long long)m->data_len, m->nrcpts);
+	if (m->tries > 0) {
+		char when[32];
+		time_t t = (time_t)(m->next_us / 1000000);
+		struct tm tm;
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+		buf_reset(&b);
+		buf_put_printable(&b, m->reason ? m->reason : "", m->reason ? strlen(m->reason) : 0);
+		printf(" deferred tries=%u next=%s (%s)", m->tries, when, buf_cstr(&b));
+	}
+	putchar('\n');
+	buf_free(&b);
+}
+
+static int list_dir_queue(const char *dir)
+{
+	char path[PATH_MAX + 300], err[200];
 	char **names = NULL;
 	size_t nnames = 0;
 	int rc = 0;
-
-	cf_init(&cf);
-	if (!cf_parse_file(&cf, cfpath, &d) || !cf_finalize(&cf, cfpath, &d)) {
-		cf_free(&cf);
-		return 1;
-	}
-	snprintf(dir, sizeof dir, "%s/incoming", cf_str(&cf, P_queue_directory));
-	cf_free(&cf);
 	DIR *dp = opendir(dir);
+
 	if (dp == NULL) {
+		if (errno == ENOENT)
+			return 0;
 		fprintf(stderr, PROG ": %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
@@ -624,23 +684,65 @@ static int list_queue(const char *cfpath)
 			names[nnames++] = xstrdup(e->d_name);
 		}
 	closedir(dp);
-	qsort(names, nnames, sizeof *names, name_cmp);
+	if (nnames > 0)
+		qsort(names, nnames, sizeof *names, name_cmp);
 	for (size_t i = 0; i < nnames; i++) {
 		struct qmsg *m;
 		size_t n;
 		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
 		if (!qmsg_read_all(path, &m, &n, err, sizeof err)) {
-			fprintf(stderr, PROG ": %s: %s\n", path, err);
-			rc = 1;
+			/* Gone meanwhile: delivered, or rewritten into deferred/. */
+			if (strcmp(err, "open: No such file or directory") != 0) {
+				fprintf(stderr, PROG ": %s: %s\n", path, err);
+				rc = 1;
+			}
 		} else {
 			for (size_t k = 0; k < n; k++)
-				printf("%s from=<%s> size=%llu nrcpt=%zu\n", m[k].id, m[k].sender,
-				       (unsigned long long)m[k].data_len, m[k].nrcpts);
+				print_msg(&m[k]);
 			qmsg_free_all(m, n);
 		}
 		free(names[i]);
 	}
 	free(names);
+	return rc;
+}
+
+static int list_queue(const char *cfpath)
+{
+	struct cf cf;
+	struct diag d = DIAG_INIT;
+	char dir[PATH_MAX + 16];
+	int rc;
+
+	cf_init(&cf);
+	if (!cf_parse_file(&cf, cfpath, &d) || !cf_finalize(&cf, cfpath, &d)) {
+		cf_free(&cf);
+		return 1;
+	}
+	snprintf(dir, sizeof dir, "%s/incoming", cf_str(&cf, P_queue_directory));
+	rc = list_dir_queue(dir);
+	snprintf(dir, sizeof dir, "%s/deferred", cf_str(&cf, P_queue_directory));
+	rc |= list_dir_queue(dir);
+	cf_free(&cf);
+	return rc;
+}
+
+/* queue_command: --flush or --delete ID, through the running instance's
+ * control socket in queue_directory. */
+static int queue_command(const struct opts *o)
+{
+	struct cf cf;
+	struct diag d = DIAG_INIT;
+	int rc;
+
+	cf_init(&cf);
+	if (!cf_parse_file(&cf, o->cf, &d) || !cf_finalize(&cf, o->cf, &d)) {
+		cf_free(&cf);
+		return 1;
+	}
+	const char *qdir = cf_str(&cf, P_queue_directory);
+	rc = o->mode == MODE_FLUSH ? control_cli_flush(qdir) : control_cli_delete(qdir, o->id);
+	cf_free(&cf);
 	return rc;
 }
 
@@ -672,6 +774,9 @@ int main(int argc, char **argv)
 	}
 	case MODE_LIST:
 		return list_queue(o.cf);
+	case MODE_FLUSH:
+	case MODE_DELETE:
+		return queue_command(&o);
 	case MODE_RUN:
 		break;
 	}

@@ -71,7 +71,8 @@
 #endif
 
 /* Records that may appear once: one bit each in rstate.seen. */
-enum { SEEN_TIME = 1, SEEN_CLIENT = 2, SEEN_SENDER = 4, SEEN_ID = 8 };
+enum { SEEN_TIME = 1, SEEN_CLIENT = 2, SEEN_SENDER = 4, SEEN_ID = 8, SEEN_RETRY = 16,
+       SEEN_REASON = 32 };
 
 /* rstate: what the record rules need to know about the records so far. */
 struct rstate {
@@ -81,8 +82,10 @@ struct rstate {
 
 struct queue {
 	char *dir;
-	int dirfd, tmpfd, incfd, corfd;
-	size_t size;       /* valid messages in incoming/ */
+	int dirfd, tmpfd, incfd, corfd, deffd;
+	size_t size;       /* valid messages in incoming/ and deferred/ */
+	qnew_fn *notify;   /* a file landed in incoming/ */
+	void *notify_ctx;
 	size_t pending;    /* submitted, not yet flushed */
 	size_t open_files; /* created, neither submitted nor aborted */
 	struct qfile *head, *tail; /* submitted, in submission order */
@@ -123,6 +126,8 @@ static const char *rec_name(int type)
 	case QREC_RCPT: return "RCPT";
 	case QREC_ATTR: return "ATTR";
 	case QREC_DATA: return "DATA";
+	case QREC_RETRY: return "RETRY";
+	case QREC_REASON: return "REASON";
 	case QREC_END: return "END";
 	}
 	return NULL;
@@ -131,7 +136,8 @@ static const char *rec_name(int type)
 static unsigned seen_bit(int type)
 {
 	return type == QREC_TIME ? SEEN_TIME : type == QREC_CLIENT ? SEEN_CLIENT
-		: type == QREC_SENDER ? SEEN_SENDER : type == QREC_ID ? SEEN_ID : 0;
+		: type == QREC_SENDER ? SEEN_SENDER : type == QREC_ID ? SEEN_ID
+		: type == QREC_RETRY ? SEEN_RETRY : type == QREC_REASON ? SEEN_REASON : 0;
 }
 
 /* rec_admit: may a record of this (known) type come next? Updates st. */
@@ -190,6 +196,29 @@ static bool parse_time(const char *p, size_t n, uint64_t *us)
 	return true;
 }
 
+/* parse_retry: a RETRY payload "TRIES NEXT_US WARNED". */
+static bool parse_retry(const char *p, size_t n, unsigned *tries, uint64_t *next, bool *warned)
+{
+	char tmp[64];
+	unsigned long long t, nx, w;
+	char *f[3], *save = NULL;
+
+	if (n == 0 || n >= sizeof tmp)
+		return false;
+	memcpy(tmp, p, n);
+	tmp[n] = 0;
+	f[0] = strtok_r(tmp, " ", &save);
+	f[1] = strtok_r(NULL, " ", &save);
+	f[2] = strtok_r(NULL, " ", &save);
+	if (!f[2] || strtok_r(NULL, " ", &save) || !str_parse_ull(f[0], 1000000, &t) ||
+	    !str_parse_ull(f[1], UINT64_MAX, &nx) || !str_parse_ull(f[2], 1, &w))
+		return false;
+	*tries = (unsigned)t;
+	*next = nx;
+	*warned = w == 1;
+	return true;
+}
+
 /* is_qid_n: p[0..n) is a queue id (QID_LEN upper-case hex digits). */
 static bool is_qid_n(const char *p, size_t n)
 {
@@ -227,6 +256,15 @@ static bool rec_payload_ok(int type, const char *p, size_t n, char *err, size_t 
 		quote(q, sizeof q, p, n);
 		snprintf(err, errlen, "bad TIME record %s", q);
 		return false;
+	}
+	if (type == QREC_RETRY) {
+		unsigned t;
+		bool w;
+		if (!parse_retry(p, n, &t, &us, &w)) {
+			quote(q, sizeof q, p, n);
+			snprintf(err, errlen, "bad RETRY record %s", q);
+			return false;
+		}
 	}
 	if (type == QREC_ATTR && (n == 0 || p[0] == '=' || memchr(p, '=', n) == NULL)) {
 		quote(q, sizeof q, p, n);
@@ -681,12 +719,20 @@ size_t queue_flush(struct queue *q)
 		ok += f->err == 0;
 	}
 	q->size += ok;
+	char (*names)[QID_LEN + 1] = xreallocarray(NULL, nfiles + 1, sizeof *names);
+	size_t nnames = 0;
+	for (size_t i = 0; i < nfiles; i++)
+		if (files[i]->err == 0)
+			memcpy(names[nnames++], files[i]->name, QID_LEN + 1);
 	for (struct qfile *f = list; f; f = next) {
 		next = f->next;
 		if (f->done)
 			f->done(f->ctx, f->err, f->id);
 		qf_free(f);
 	}
+	for (size_t i = 0; i < nnames && q->notify; i++)
+		q->notify(q->notify_ctx, names[i]);
+	free(names);
 	buf_free(&batch.buf);
 	free(files);
 	msg_debug("queue flush: %zu messages, %zu files", n, nfiles);
@@ -715,6 +761,8 @@ static void store(struct qmsg *m, int type, char *p, size_t n)
 	case QREC_ID: memcpy(m->id, p, QID_LEN + 1); break;
 	case QREC_CLIENT: m->client = p; return;
 	case QREC_SENDER: m->sender = p; return;
+	case QREC_REASON: m->reason = p; return;
+	case QREC_RETRY: parse_retry(p, n, &m->tries, &m->next_us, &m->warned); break;
 	case QREC_RCPT: push(&m->rcpts, &m->nrcpts, p); return;
 	case QREC_ATTR: push(&m->attrs, &m->nattrs, p); return;
 	}
@@ -951,8 +999,276 @@ void qmsg_free(struct qmsg *m)
 	for (size_t i = 0; i < m->nattrs; i++)
 		free(m->attrs[i]);
 	free(m->attrs);
+	free(m->reason);
 	memset(m, 0, sizeof *m);
 	m->data_offset = -1;
+}
+
+/* ---- content ------------------------------------------------------------ */
+
+void qdata_init(struct qdata *d, int fd, long data_offset)
+{
+	d->fd = fd;
+	d->off = data_offset < 0 ? 0 : (uint64_t)data_offset;
+	d->left = 0;
+	d->end = data_offset < 0;
+}
+
+/* pread_exact: n bytes at off; a short read is a truncated file (EIO). */
+static bool pread_exact(int fd, void *p, size_t n, uint64_t off)
+{
+	while (n > 0) {
+		ssize_t r = pread(fd, p, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = EIO;
+			return false;
+		}
+		p = (char *)p + r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return true;
+}
+
+long qdata_read(struct qdata *d, void *buf, size_t n)
+{
+	while (d->left == 0 && !d->end) {
+		unsigned char h[QREC_HDR];
+		if (!pread_exact(d->fd, h, sizeof h, d->off))
+			return -1;
+		uint32_t len = be32(h + 1);
+		if (h[0] != QREC_DATA) {
+			d->end = true;
+			break;
+		}
+		if (len > QREC_MAX) {
+			errno = EIO;
+			return -1;
+		}
+		d->off += QREC_HDR;
+		d->left = len;
+	}
+	if (d->end || n == 0)
+		return 0;
+	if (n > d->left)
+		n = d->left;
+	if (n > LONG_MAX)
+		n = LONG_MAX;
+	if (!pread_exact(d->fd, buf, n, d->off))
+		return -1;
+	d->off += n;
+	d->left -= (uint32_t)n;
+	return (long)n;
+}
+
+/* ---- the delivery side's view ------------------------------------------ */
+
+static int dir_fd(const struct queue *q, enum qdir dir)
+{
+	return dir == QDIR_DEFERRED ? q->deffd : q->incfd;
+}
+
+static const char *dir_name(enum qdir dir)
+{
+	return dir == QDIR_DEFERRED ? "deferred" : "incoming";
+}
+
+void queue_set_notify(struct queue *q, qnew_fn *fn, void *ctx)
+{
+	q->notify = fn;
+	q->notify_ctx = ctx;
+}
+
+const char *queue_dirname(const struct queue *q) { return q->dir; }
+
+static char **list_dir(int dirfd, size_t *n);
+static void free_names(char **v, size_t n);
+static bool to_corrupt(struct queue *q, int dfd, const char *name, const char *reason);
+
+char **queue_list(struct queue *q, enum qdir dir, size_t *n)
+{
+	char **v = list_dir(dir_fd(q, dir), n);
+
+	if (v == NULL)
+		msg_error("read %s/%s: %s", q->dir, dir_name(dir), strerror(errno));
+	return v;
+}
+
+void queue_list_free(char **v, size_t n) { free_names(v, n); }
+
+bool queue_load(struct queue *q, enum qdir dir, const char *name, int *fd, struct qmsg **msgs,
+		size_t *n)
+{
+	char err[256];
+	int dfd = dir_fd(q, dir), pfd;
+
+	*msgs = NULL;
+	*n = 0;
+	*fd = -1;
+	if (!is_qid(name)) {
+		to_corrupt(q, dfd, name, "not a queue file name");
+		return false;
+	}
+	pfd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (pfd < 0) {
+		if (errno == ELOOP)
+			to_corrupt(q, dfd, name, "symbolic link");
+		else
+			msg_error("%s: open %s/%s: %s", name, dir_name(dir), name, strerror(errno));
+		return false;
+	}
+	int dup_fd = fcntl(pfd, F_DUPFD_CLOEXEC, 0);
+	if (dup_fd < 0) {
+		msg_error("%s: dup: %s", name, strerror(errno));
+		close(pfd);
+		return false;
+	}
+	enum parse_result r = parse_fd(dup_fd, name, msgs, n, err, sizeof err);
+	if (r == PARSE_OK) {
+		*fd = pfd;
+		return true;
+	}
+	close(pfd);
+	if (r == PARSE_CORRUPT) {
+		if (to_corrupt(q, dfd, name, err) && q->size > 0)
+			q->size--; /* counted as one message at least */
+	} else {
+		msg_error("%s: cannot read queue file %s/%s: %s", name, dir_name(dir), name, err);
+	}
+	return false;
+}
+
+bool queue_remove(struct queue *q, enum qdir dir, const char *name, size_t nmsgs)
+{
+	if (unlinkat(dir_fd(q, dir), name, 0) < 0 && errno != ENOENT) {
+		msg_error("%s: remove %s/%s: %s", name, dir_name(dir), name, strerror(errno));
+		return false;
+	}
+	q->size = q->size > nmsgs ? q->size - nmsgs : 0;
+	return true;
+}
+
+/* rec_put: one record into b. */
+static void rec_put(struct buf *b, int type, const void *p, size_t n)
+{
+	unsigned char h[QREC_HDR] = {
+		(unsigned char)type, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+		(unsigned char)(n >> 8), (unsigned char)n,
+	};
+
+	buf_append(b, h, sizeof h);
+	if (n > 0)
+		buf_append(b, p, n);
+}
+
+/* defer_records: the envelope records of one deferred message. */
+static void defer_records(struct buf *b, const struct qdefer *d)
+{
+	const struct qmsg *m = d->m;
+	char tmp[96];
+
+	rec_put(b, QREC_VERSION, "1", 1);
+	rec_put(b, QREC_ID, m->id, QID_LEN);
+	snprintf(tmp, sizeof tmp, "%" PRIu64, m->time_us);
+	rec_put(b, QREC_TIME, tmp, strlen(tmp));
+	rec_put(b, QREC_CLIENT, m->client, strlen(m->client));
+	rec_put(b, QREC_SENDER, m->sender, strlen(m->sender));
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (d->keep == NULL || d->keep[i])
+			rec_put(b, QREC_RCPT, m->rcpts[i], strlen(m->rcpts[i]));
+	for (size_t i = 0; i < m->nattrs; i++)
+		rec_put(b, QREC_ATTR, m->attrs[i], strlen(m->attrs[i]));
+	snprintf(tmp, sizeof tmp, "%u %" PRIu64 " %d", d->tries, d->next_us, d->warned ? 1 : 0);
+	rec_put(b, QREC_RETRY, tmp, strlen(tmp));
+	if (d->reason && *d->reason) {
+		struct buf r = BUF_INIT;
+		buf_put_printable(&r, d->reason, strnlen(d->reason, 2000));
+		rec_put(b, QREC_REASON, r.data, r.len);
+		buf_free(&r);
+	}
+}
+
+/* defer_copy: write one deferred message into fd: envelope, content
+ * copied from src_fd, END. */
+static bool defer_copy(int fd, int src_fd, const struct qdefer *d)
+{
+	struct buf b = BUF_INIT;
+	struct qdata qd;
+	static char chunk[64 << 10];
+	long got;
+	bool ok = true;
+
+	defer_records(&b, d);
+	qdata_init(&qd, src_fd, d->m->data_offset);
+	while (ok && (got = qdata_read(&qd, chunk, sizeof chunk)) != 0) {
+		if (got < 0) {
+			ok = false;
+			break;
+		}
+		rec_put(&b, QREC_DATA, chunk, (size_t)got);
+		if (b.len >= QF_WRITE_AT) {
+			struct iovec iov = { b.data, b.len };
+			ok = write_all(fd, &iov, 1);
+			buf_reset(&b);
+		}
+	}
+	rec_put(&b, QREC_END, NULL, 0);
+	if (ok) {
+		struct iovec iov = { b.data, b.len };
+		ok = write_all(fd, &iov, 1);
+	}
+	buf_free(&b);
+	return ok;
+}
+
+bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, enum qdir olddir,
+		 const char *oldname, size_t old_nmsgs, char newname[QID_LEN + 1])
+{
+	size_t kept = 0;
+	int fd;
+
+	newname[0] = 0;
+	if (n == 0)
+		return queue_remove(q, olddir, oldname, old_nmsgs);
+	memcpy(newname, v[0].m->id, QID_LEN + 1);
+	(void)unlinkat(q->tmpfd, newname, 0); /* a leftover of ours */
+	fd = openat(q->tmpfd, newname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		msg_error("%s: create %s/tmp/%s: %s", newname, q->dir, newname, strerror(errno));
+		return false;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < n && ok; i++, kept++)
+		ok = defer_copy(fd, src_fd, &v[i]);
+	if (ok && fdatasync(fd) < 0)
+		ok = false;
+	int e = errno;
+	if (close(fd) < 0 && ok) {
+		ok = false;
+		e = errno;
+	}
+	if (ok && renameat(q->tmpfd, newname, q->deffd, newname) < 0) {
+		ok = false;
+		e = errno;
+	}
+	if (ok && fsync(q->deffd) < 0) {
+		ok = false;
+		e = errno;
+	}
+	if (!ok) {
+		msg_error("%s: write %s/deferred/%s: %s", newname, q->dir, newname, strerror(e));
+		(void)unlinkat(q->tmpfd, newname, 0);
+		return false;
+	}
+	q->size += kept;
+	if (olddir == QDIR_DEFERRED && strcmp(oldname, newname) == 0) {
+		q->size = q->size > old_nmsgs ? q->size - old_nmsgs : 0;
+		return true;
+	}
+	return queue_remove(q, olddir, oldname, old_nmsgs);
 }
 
 /* ---- opening: directories and crash leftovers ------------------------- */
@@ -1036,16 +1352,17 @@ static bool clean_tmp(struct queue *q)
 	return true;
 }
 
-/* to_corrupt: move incoming/name aside, never over an earlier one. */
-static bool to_corrupt(struct queue *q, const char *name, const char *reason)
+/* to_corrupt: move name (in the directory dfd) aside, never over an
+ * earlier one. */
+static bool to_corrupt(struct queue *q, int dfd, const char *name, const char *reason)
 {
 	char *pname = printable(name);
 	char alt[NAME_MAX + 8];
-	int r = rename_noreplace(q->incfd, name, q->corfd, name);
+	int r = rename_noreplace(dfd, name, q->corfd, name);
 
 	for (int i = 1; r < 0 && errno == EEXIST && i < CORRUPT_SUFFIXES; i++) {
 		snprintf(alt, sizeof alt, "%.*s.%d", NAME_MAX - 4, name, i);
-		r = rename_noreplace(q->incfd, name, q->corfd, alt);
+		r = rename_noreplace(dfd, name, q->corfd, alt);
 	}
 	if (r == 0)
 		log_msg(LOG_WARNING, "%s: moved to corrupt/: %s", pname, reason);
@@ -1059,8 +1376,8 @@ static bool to_corrupt(struct queue *q, const char *name, const char *reason)
 /* check_one: validate incoming/name, every message of it (*n of them);
  * a name that is not an id, a symbolic link or a special file is corrupt,
  * an unreadable file an I/O error. */
-static enum parse_result check_one(struct queue *q, const char *name, size_t *n, char *err,
-				   size_t errlen)
+static enum parse_result check_one(struct queue *q, int dfd, const char *name, size_t *n,
+				   char *err, size_t errlen)
 {
 	struct qmsg *v;
 	int fd;
@@ -1072,7 +1389,7 @@ static enum parse_result check_one(struct queue *q, const char *name, size_t *n,
 		return PARSE_CORRUPT;
 	}
 	id_floor(name);
-	fd = openat(q->incfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s", errno == ELOOP ? "symbolic link" : strerror(errno));
 		return errno == ELOOP ? PARSE_CORRUPT : PARSE_IOERR;
@@ -1086,35 +1403,37 @@ static enum parse_result check_one(struct queue *q, const char *name, size_t *n,
 	return r;
 }
 
-/* check_incoming: count the messages of the valid files, move the others
- * to corrupt/ (whole: one bad message condemns its file). A file we
- * cannot read (I/O error) stays where it is, uncounted. */
-static bool check_incoming(struct queue *q)
+/* check_dir: count the messages of the valid files of incoming/ or
+ * deferred/, move the others to corrupt/ (whole: one bad message condemns
+ * its file). A file we cannot read (I/O error) stays where it is,
+ * uncounted. */
+static bool check_dir(struct queue *q, enum qdir dir)
 {
 	size_t n, moved = 0;
-	char **v = list_dir(q->incfd, &n);
+	int fd = dir_fd(q, dir);
+	char **v = list_dir(fd, &n);
 	char err[256];
 
 	if (v == NULL) {
-		msg_error("read %s/incoming: %s", q->dir, strerror(errno));
+		msg_error("read %s/%s: %s", q->dir, dir_name(dir), strerror(errno));
 		return false;
 	}
 	for (size_t i = 0; i < n; i++) {
 		size_t nmsgs;
-		enum parse_result r = check_one(q, v[i], &nmsgs, err, sizeof err);
+		enum parse_result r = check_one(q, fd, v[i], &nmsgs, err, sizeof err);
 		if (r == PARSE_OK) {
 			q->size += nmsgs;
 		} else if (r == PARSE_CORRUPT) {
-			moved += to_corrupt(q, v[i], err);
+			moved += to_corrupt(q, fd, v[i], err);
 		} else {
 			char *name = printable(v[i]);
-			log_msg(LOG_ERR, "%s: cannot check queue file, left in incoming/: %s",
-				name, err);
+			log_msg(LOG_ERR, "%s: cannot check queue file, left in %s/: %s",
+				name, dir_name(dir), err);
 			free(name);
 		}
 	}
 	free_names(v, n);
-	if (moved > 0 && (fsync(q->incfd) < 0 || fsync(q->corfd) < 0))
+	if (moved > 0 && (fsync(fd) < 0 || fsync(q->corfd) < 0))
 		msg_warn("fsync %s: %s", q->dir, strerror(errno));
 	return true;
 }
@@ -1174,8 +1493,8 @@ static bool sync_parent(const char *dir)
 /* open_tree: the queue directory (locked) and its three subdirectories. */
 static bool open_tree(struct queue *q)
 {
-	static const char *const sub[] = { "tmp", "incoming", "corrupt" };
-	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd };
+	static const char *const sub[] = { "tmp", "incoming", "corrupt", "deferred" };
+	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd, &q->deffd };
 	bool created = false, sub_created = false, ok = true;
 	struct buf shown = BUF_INIT;
 
@@ -1202,8 +1521,9 @@ struct queue *queue_open(const char *dir)
 	struct queue *q = xcalloc(1, sizeof *q);
 
 	q->dir = xstrdup(dir);
-	q->dirfd = q->tmpfd = q->incfd = q->corfd = -1;
-	if (!open_tree(q) || !clean_tmp(q) || !check_incoming(q)) {
+	q->dirfd = q->tmpfd = q->incfd = q->corfd = q->deffd = -1;
+	if (!open_tree(q) || !clean_tmp(q) || !check_dir(q, QDIR_INCOMING) ||
+	    !check_dir(q, QDIR_DEFERRED)) {
 		queue_close(q);
 		return NULL;
 	}
@@ -1213,7 +1533,7 @@ struct queue *queue_open(const char *dir)
 void queue_close(struct queue *q)
 {
 	struct qfile *f, *next;
-	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd, &q->dirfd };
+	int *fds[] = { &q->tmpfd, &q->incfd, &q->corfd, &q->deffd, &q->dirfd };
 
 	if (q == NULL)
 		return;

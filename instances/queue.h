@@ -54,6 +54,11 @@ enum qrec_type {
 	QREC_RCPT = 'R',      /* one envelope recipient */
 	QREC_ATTR = 'A',      /* "name=value": SIZE, BODY, ... */
 	QREC_DATA = 'D',      /* a chunk of message content, CRLF lines, unstuffed */
+	QREC_RETRY = 'Y',     /* delivery state, written by the queue manager when it
+			       * defers: "TRIES NEXT_US WARNED" (decimal; NEXT_US the
+			       * next attempt, microseconds since the epoch; WARNED 0
+			       * or 1: a delay warning was sent) */
+	QREC_REASON = 'W',    /* why the last attempt was deferred (printable) */
 	QREC_END = 'E',       /* empty payload: the message is complete */
 };
 
@@ -93,6 +98,53 @@ size_t queue_flush(struct queue *q);
 size_t queue_pending(const struct queue *q); /* submitted, not yet flushed */
 size_t queue_size(const struct queue *q);    /* messages in incoming/ */
 
+/* ---- the delivery side's view ---------------------------------------- */
+
+/* Where a queue file is: incoming/ holds new mail (and mail whose
+ * delivery a crash cut short), deferred/ mail that waits for a retry. */
+enum qdir { QDIR_INCOMING, QDIR_DEFERRED };
+
+/* queue_set_notify: fn runs for every file that lands in incoming/, from
+ * queue_flush, after the submitters' callbacks. */
+typedef void qnew_fn(void *ctx, const char *name);
+void queue_set_notify(struct queue *q, qnew_fn *fn, void *ctx);
+const char *queue_dirname(const struct queue *q); /* the queue directory */
+/* queue_list: the file names in dir, sorted (oldest first); NULL (and
+ * logged) on failure. Free with queue_list_free. */
+char **queue_list(struct queue *q, enum qdir dir, size_t *n);
+void queue_list_free(char **v, size_t n);
+
+struct qmsg;
+/* queue_load: open dir/name and read every message of it (as
+ * qmsg_read_all); the file stays open in *fd (for qdata_read). A file
+ * that does not validate is moved to corrupt/ (logged); false then, and
+ * also on I/O errors (logged, the file stays). */
+bool queue_load(struct queue *q, enum qdir dir, const char *name, int *fd, struct qmsg **msgs,
+		size_t *n);
+/* queue_remove: dir/name is done with (it held nmsgs messages). Not
+ * synced: a crash may bring it back, and its mail is delivered again
+ * (at least once, never lost). */
+bool queue_remove(struct queue *q, enum qdir dir, const char *name, size_t nmsgs);
+
+/* One message of a deferred file: the kept recipients (keep[i] for each
+ * of m->rcpts; NULL keeps all), with the retry state. */
+struct qdefer {
+	const struct qmsg *m;
+	const bool *keep;
+	unsigned tries;
+	uint64_t next_us;
+	bool warned;
+	const char *reason;
+};
+/* queue_defer: write v[0..n) (content copied from src_fd) into
+ * deferred/NAME, NAME the first message's id, durable (file and
+ * directory synced, replacing a file of that name), then remove
+ * olddir/oldname (which held old_nmsgs messages) unless it is the file
+ * just written. n == 0 only removes. The name written in newname. false
+ * (logged) on failure: the old file is then left as it was. */
+bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, enum qdir olddir,
+		 const char *oldname, size_t old_nmsgs, char newname[QID_LEN + 1]);
+
 /* A message read back (delivery side, tests, `vhostmta queue`). */
 struct qmsg {
 	char id[QID_LEN + 1];
@@ -104,7 +156,26 @@ struct qmsg {
 	size_t nattrs;
 	uint64_t data_len; /* total bytes of QREC_DATA records */
 	long data_offset;  /* file offset of the message's first DATA record, -1 if none */
+	/* From QREC_RETRY/QREC_REASON, zero/NULL for a message never deferred. */
+	unsigned tries;
+	uint64_t next_us;
+	bool warned;
+	char *reason;
 };
+
+/* Reading a message's content back (delivery, bounces): the DATA records
+ * of one message, from its data_offset on, with pread() (the file offset
+ * is not used, so several readers may share fd). */
+struct qdata {
+	int fd;
+	uint64_t off;  /* next record header, or inside a record's payload */
+	uint32_t left; /* payload bytes left in the current DATA record */
+	bool end;      /* a record other than DATA was reached */
+};
+void qdata_init(struct qdata *d, int fd, long data_offset);
+/* qdata_read: up to n bytes of content; 0 at the end of the message's
+ * content; -1 with errno set (EIO: a malformed or truncated record). */
+long qdata_read(struct qdata *d, void *buf, size_t n);
 
 /* qmsg_read: read and validate path (every message in it); the FIRST
  * message in m. false with a phrase in err for a truncated, corrupt or

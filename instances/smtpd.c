@@ -544,7 +544,7 @@ static void committed(void *ctx, int err, const char *id)
 
 	if (err == 0) {
 		smtpd_stats.messages++;
-		msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", id, s->t.from,
+		msg_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queued)", id, s->t.from,
 			 (unsigned long long)s->t.size, s->t.nrcpts);
 	} else {
 		msg_error("%s: queue commit failed: %s", id, strerror(err));

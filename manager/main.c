@@ -1,4 +1,4 @@
-/* main.c: the vhostmta command: check, list, render and params. */
+/* main.c: the vhostmta command: check, list, render, params and queue. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -11,6 +11,7 @@
 #include "cf.h"
 #include "log.h"
 #include "map.h"
+#include "queuecmd.h"
 #include "render.h"
 #include "util.h"
 
@@ -18,6 +19,7 @@
 #define SYSCONFDIR "/etc"
 #endif
 #define DEFAULT_MAP SYSCONFDIR "/vhostmta/map.xml"
+#define DEFAULT_INSTANCES SYSCONFDIR "/vhostmta/instances"
 #define VERSION "0.1"
 
 struct command {
@@ -367,6 +369,44 @@ static int cmd_params(int argc, char **argv)
 	return ok ? 0 : 1;
 }
 
+/* queue: the rendered instances' queues, through vhostmta-instance. */
+static int cmd_queue(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "flush", no_argument, NULL, 'f' },
+		{ "delete", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("queue");
+	struct qcmd_opts o = { .dir = DEFAULT_INSTANCES, .action = QCMD_LIST };
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "o:fd:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'o': o.dir = optarg; break;
+		case 'f':
+		case 'd': {
+			enum qcmd_action a = ch == 'f' ? QCMD_FLUSH : QCMD_DELETE;
+			if (o.action != QCMD_LIST && (o.action != a || a == QCMD_DELETE))
+				usage_error(c, "give one of --flush and --delete ID", NULL);
+			if (a == QCMD_DELETE && !qcmd_id_plausible(optarg))
+				usage_error(c, "--delete needs a queue id, not", optarg);
+			o.action = a;
+			o.id = a == QCMD_DELETE ? optarg : NULL;
+			break;
+		}
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	o.names = argv + optind;
+	o.nnames = (size_t)(argc - optind);
+	return qcmd_run(&o);
+}
+
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
@@ -414,6 +454,24 @@ static const struct command commands[] = {
 	  "                     expanded; errors as FILE:LINE: error: WHAT\n"
 	  "  -n, --non-default  only the parameters set explicitly\n"
 	  "      --doc          the parameter reference in Markdown\n" },
+	{ "queue", cmd_queue, "queue [-o DIR] [--flush | --delete ID] [NAME...]",
+	  "Show, flush or delete from the queues of the rendered instances NAME (by\n"
+	  "default every instance under DIR), through vhostmta-instance -c\n"
+	  "DIR/NAME/instance.cf. Each instance's output comes under a NAME: heading\n"
+	  "(an empty queue lists nothing), and a summary line ends the run.\n"
+	  "Without an option, each queued message is one line: queue id, sender,\n"
+	  "size and number of recipients, oldest first.\n\n"
+	  "  -o, --output DIR  the render output directory (default\n"
+	  "                    " DEFAULT_INSTANCES ")\n"
+	  "      --flush       make every deferred message due now (running\n"
+	  "                    instances; a stopped one with an empty queue is fine)\n"
+	  "      --delete ID   delete message ID, without a bounce: from the NAMEs\n"
+	  "                    given, or from whichever instance lists it; the\n"
+	  "                    instance must be running\n\n"
+	  "vhostmta-instance is taken from $VHOSTMTA_INSTANCE, else from beside\n"
+	  "vhostmta, else from " SBINDIR ".\n"
+	  "Exit status: 0 success, 1 an unknown NAME or an instance's command\n"
+	  "failed, 2 usage error.\n" },
 	{ "help", cmd_help, "help [COMMAND]", "Show the help of vhostmta or of one command.\n" },
 };
 

@@ -74,4 +74,27 @@ for c in check list render params; do
 	has "$work/out" "usage: vhostmta $c" "$c help"
 done
 
+# vhostmta queue, with no instance running: the names checked first, then
+# vhostmta-instance ($VHOSTMTA_INSTANCE, or the one beside $VHOSTMTA) run
+# per instance; empty queues list nothing, and need no flush.
+expect 0 "render for queue" "$VHOSTMTA" render -m "$map" -o "$work/rq" -s "$work/state"
+for n in alpha bravo charlie; do mkdir -p "$work/state/$n/incoming"; done
+expect 0 "queue, empty queues" "$VHOSTMTA" queue -o "$work/rq"
+eq "$(cat "$work/out")" "-- 0 messages in 3 instances" "queue lists nothing"
+expect 0 "queue NAME" "$VHOSTMTA" queue -o "$work/rq" bravo
+eq "$(cat "$work/out")" "-- 0 messages in 1 instance" "queue of one instance"
+expect 1 "queue unknown NAME" "$VHOSTMTA" queue -o "$work/rq" alpha nosuch
+has "$work/err" "no instance \"nosuch\" in $work/rq" "unknown NAME named"
+if grep -q messages "$work/out"; then bad "queue ran with an unknown NAME"; else ok; fi
+expect 1 "queue missing DIR" "$VHOSTMTA" queue -o "$work/none"
+has "$work/err" "$work/none: No such file or directory" "missing DIR named"
+expect 1 "queue --delete, no such message" "$VHOSTMTA" queue -o "$work/rq" --delete 0123456789ABCDEF
+has "$work/err" "0123456789ABCDEF: no instance in $work/rq has this message" "delete of no message"
+expect 0 "queue --flush, nothing running, queues empty" "$VHOSTMTA" queue -o "$work/rq" --flush
+has "$work/out" "-- 3 instances of 3 flushed" "flush summary"
+expect 2 "queue --flush --delete" "$VHOSTMTA" queue -o "$work/rq" --flush --delete 0123456789ABCDEF
+expect 2 "queue --delete junk" "$VHOSTMTA" queue -o "$work/rq" --delete 'x;rm'
+expect 0 "queue --help" "$VHOSTMTA" queue --help
+has "$work/out" "usage: vhostmta queue" "queue help"
+
 finish cli
