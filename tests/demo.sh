@@ -1,7 +1,8 @@
 #!/bin/sh
 # demo.sh VHOSTMTA: the example map checked, listed and rendered, then its
 # three instances started on 127.0.0.2-4 (port 2525), one message sent
-# through each, and what each queued shown. The manager's `vhostmta run`
+# through each to smtp-sink on 127.0.0.100, and the address and EHLO name
+# each arrived with shown. The manager's `vhostmta run`
 # (a later step) will start the fleet itself; this script does it by hand.
 set -u
 vhostmta=$1
@@ -44,25 +45,60 @@ done
 echo "== three instances, each listening on its own address only:"
 ss -ltnp 2>/dev/null | grep -E '127\.0\.0\.[234]:2525' | awk '{print "   " $4, $6}'
 echo
-for n in alpha bravo charlie; do
-	addr=$(awk '/^inet_interfaces/ {print $3}' "$out/$n/instance.cf")
-	echo "== a message to user@$n.test through $n ($addr:2525)"
-	if command -v swaks >/dev/null; then
-		swaks --server "$addr:2525" --from "demo@example.test" --to "user@$n.test" \
-			--header "Subject: vhostmta demo" 2>&1 | grep -E '^<- +(220|250 2\.0\.0)|^ -> MAIL' | sed 's/^/   /'
-	else
+# The destinations: smtp-sink (Postfix's test server) on 127.0.0.100 writes
+# every message it gets, with the client's address (X-Client-Addr) and EHLO
+# name (X-Helo-Args): alpha.test's next hop (SMTP, port 2526), bravo.test's
+# (LMTP, port 2424), and port 25 for mail to the address literal
+# [127.0.0.100], the outbound example.
+sink=$out/sink
+rm -rf "$sink"
+mkdir -p "$sink"
+if command -v smtp-sink >/dev/null && id postfix >/dev/null 2>&1; then
+	chown postfix "$sink"
+	chmod 755 "$out"
+	for l in 127.0.0.100:2526 "-L 127.0.0.100:2424" 127.0.0.100:25; do
+		set -- $l
+		smtp-sink -u postfix -d "$sink/%M." "$@" 20 >> "$out/sink.log" 2>&1 &
+		pids="$pids $!"
+	done
+	sleep 0.3
+else
+	echo "(smtp-sink is not installed: ./configure --install-deps installs it)"
+fi
+hdr() { sed -n "s/^$2: //p" "$1" | tr -d '\r' | head -n 1; }
+send() { # NAME TO WHAT
+	addr=$(awk '/^inet_interfaces/ {print $3}' "$out/$1/instance.cf")
+	echo "== $3: a message to $2 through $1 ($addr:2525)"
+	if ! command -v swaks >/dev/null; then
 		echo "   (swaks is not installed: ./configure --install-deps installs it)"
+		return
 	fi
-	echo "   queued in $state/$n/incoming: $(ls "$state/$n/incoming" | tr '\n' ' ')"
-	echo "   log: $(grep -m1 'from=<demo' "$out/$n.log")"
+	tok=demo-$1-$$
+	swaks --server "$addr:2525" --from "demo@example.test" --to "$2" \
+		--header "Subject: vhostmta demo $tok" 2>&1 | grep -E '^<- +(220|250 2\.0\.0)|^ -> MAIL' | sed 's/^/   /'
+	i=0 msg=
+	while [ -z "$msg" ] && [ $i -lt 50 ]; do
+		msg=$(grep -lF "$tok" "$sink"/* 2>/dev/null | head -n 1)
+		sleep 0.1; i=$((i + 1))
+	done
+	echo "   log: $(grep -m1 'status=' "$out/$1.log")"
+	if [ -n "$msg" ]; then
+		echo "   arrived: X-Client-Addr: $(hdr "$msg" X-Client-Addr), X-Helo-Args: $(hdr "$msg" X-Helo-Args)"
+	else
+		echo "   not delivered yet; still queued: $("$instance" -c "$out/$1/instance.cf" --list-queue)"
+	fi
 	echo
-done
+}
+send alpha user@alpha.test "inbound, SMTP next hop"
+send bravo user@bravo.test "inbound, LMTP next hop"
+send charlie 'user@[127.0.0.100]' "outbound"
 cat <<EOT
 Each instance received on its own address, with its own name in the
-greeting, and queued the message durably (the delivery side, which sends
-it on from that same address with that same EHLO name, comes next).
+greeting, queued the message durably and delivered it from that same
+address (X-Client-Addr) with that same EHLO name (X-Helo-Args).
 The demo stopped them again; to run one yourself:
   $instance -c $out/alpha/instance.cf &
   swaks --server 127.0.0.2:2525 --from you@example.test --to user@alpha.test
+  $vhostmta queue -o $out        # what is queued, like mailq
 The Postfix backend runs the same map with real Postfix: docs/postfix.md.
 EOT

@@ -242,7 +242,7 @@ eq "$(nqueued "$cf")" 0 "relay: nothing queued by RCPT-only sessions"
 # --- 3. SMTP smuggling, and content in the DATA segment. ---
 py "smuggling" smuggle 127.0.0.2 2525 "$q"
 py "content with DATA" datapipe 127.0.0.2 2525 "$q"
-eq "$(nqueued "$cf")" 0 "smuggling: incoming/ is empty"
+eq "$(nqueued "$cf")" 0 "smuggling: the queue is empty"
 
 # --- 4. Hostile input; a well-behaved swaks client keeps being served. ---
 probe="swaks --server 127.0.0.2:2525 --local-interface 127.0.0.9 --ehlo probe.test --from probe@b.test --to user@alpha.test --timeout 20"
@@ -258,9 +258,11 @@ nsx swaks --server 127.0.0.2:2525 --local-interface 127.0.0.9 --ehlo client.test
 	--body "token instance-$$" --timeout 10 > "$work/swaks" 2>&1
 id=$(sed -n 's/.*250 2\.0\.0 Ok: queued as \([0-9A-Fa-f]*\).*/\1/p' "$work/swaks" | head -n 1)
 if echo "$id" | grep -qxE '[0-9A-Fa-f]{16}'; then ok; else bad "swaks: no 16-hex queue id: '$id'"; tail -n 8 "$work/swaks" | sed 's/^/  | /'; fi
-eq "$(nqueued "$cf")" $((before + 1)) "swaks: one more message in incoming/"
-f=$q/incoming/$id
-if [ -n "$id" ] && [ -f "$f" ]; then
+eq "$(nqueued "$cf")" $((before + 1)) "swaks: one more message queued"
+# Its delivery fails (nothing listens at alpha.test's next hop): the
+# message waits in deferred/, content and all.
+f=$q/deferred/$id
+if [ -n "$id" ] && await 10 test -f "$f"; then
 	ok
 	if grep -aq 'Received: from client.test (\[127.0.0.9\])' "$f"; then ok; else
 		bad "queue file has no 'Received: from client.test ([127.0.0.9])'"; grep -a Received "$f" | head -n 3; fi
@@ -269,7 +271,7 @@ if [ -n "$id" ] && [ -f "$f" ]; then
 	if [ "$(tail -c 5 "$f" | od -An -c | tr -d ' \n')" = 'E\0\0\0\0' ]; then ok; else bad "queue file does not end with END"; fi
 	if [ -e "$q/tmp/$id" ]; then bad "$id is still in tmp/"; else ok; fi
 else
-	bad "queue file incoming/$id does not exist"; ls "$q/incoming" | head
+	bad "queue file deferred/$id does not exist"; ls "$q/incoming" "$q/deferred" | head
 fi
 
 before=$(nqueued "$cf")
@@ -277,7 +279,7 @@ t0=$(date +%s.%N)
 if nsx smtp-source -s 5 -m 200 -l 2048 -f a@b.test -t user@alpha.test 127.0.0.2:2525 > "$work/ss.out" 2>&1; then
 	ok; else bad "smtp-source: exit $?"; sed 's/^/  | /' "$work/ss.out"; fi
 t1=$(date +%s.%N)
-eq "$(nqueued "$cf")" $((before + 200)) "smtp-source: exactly 200 more messages in incoming/"
+eq "$(nqueued "$cf")" $((before + 200)) "smtp-source: exactly 200 more messages queued"
 echo "  note: smtp-source: 200 messages in $(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }") s"
 eq "$(nfiles "$q/tmp")" 0 "after smtp-source: tmp/ is empty"
 if alive "$ipid"; then ok; else bad "the instance died"; logtail "$log"; fi
@@ -334,7 +336,7 @@ py "crash test" verify "$cq" "$record"
 eq "$(nfiles "$cq/tmp")" 0 "crash test: tmp/ is empty after a clean stop"
 acked=$(grep -c . "$record")
 echo "  note: crash test: $acked messages acknowledged, $cycles kill -9 cycles," \
-	"$(nqueued "$ccf") messages in incoming/ ($(nfiles "$cq/incoming") files), $(nfiles "$cq/corrupt") in corrupt/," \
+	"$(nqueued "$ccf") messages queued ($(nfiles "$cq/incoming") files in incoming/, $(nfiles "$cq/deferred") in deferred/), $(nfiles "$cq/corrupt") in corrupt/," \
 	"$leftovers tmp/ leftovers after the kills, $(grep -c 'removed incomplete queue file' "$clog") removed at start-up," \
 	"$(grep -c 'moved to corrupt/' "$clog") moved to corrupt/"
 sanitizer_clean "$clog" "crash test instance"

@@ -194,15 +194,30 @@ def files(qdir, sub):
 
 
 def queued(qdir):
-    """The ids of the messages in incoming/. A queue file holds one message
-    or several (one group commit); each message's ID record gives its id,
-    the file name stands in for a first message without one."""
+    """The ids of the messages in the queue: incoming/ (new) and deferred/
+    (after a failed delivery attempt: the instance delivers what it
+    queues, and the tests' destinations are down). A queue file holds one
+    message or several (one group commit); each message's ID record gives
+    its id, the file name stands in for a first message without one. A
+    file that moves from incoming/ to deferred/ during the scan makes it
+    start again."""
+    for _ in range(10):
+        ids = queued_once(qdir)
+        if ids is not None:
+            return sorted(set(ids))
+        time.sleep(0.05)
+    return sorted(set(queued_once(qdir, strict=False)))
+
+
+def queued_once(qdir, strict=True):
     ids = []
-    for name in files(qdir, "incoming"):
+    for sub, name in [(d, n) for d in ("incoming", "deferred") for n in files(qdir, d)]:
         try:
-            with open(os.path.join(qdir, "incoming", name), "rb") as f:
+            with open(os.path.join(qdir, sub, name), "rb") as f:
                 data = f.read()
         except OSError:
+            if strict:
+                return None
             continue
         i, first, has_id = 0, True, False
         while i + 5 <= len(data):
@@ -523,13 +538,13 @@ def cmd_badinput(host, port, qdir, pid, probe_cmd):
             left = await_empty(qdir, "tmp")
             check(left == [], "client vanishing mid-DATA (%s): nothing left in tmp/" % how, left)
             new = sorted(set(queued(qdir)) - set(inc0))
-            check(len(new) == n, "client vanishing mid-DATA (%s): nothing of it in incoming/" % how,
+            check(len(new) == n, "client vanishing mid-DATA (%s): nothing of it queued" % how,
                   "new files: %r (probe queued %d)" % (new, n))
         case("client vanishing mid-DATA (%s)" % how, vanish)
 
     end = queued(qdir)
     check(len(end) - len(start) == ours[0],
-          "bad input: incoming/ grew only by the well-behaved messages (%d)" % ours[0],
+          "bad input: the queue grew only by the well-behaved messages (%d)" % ours[0],
           "grew by %d" % (len(end) - len(start)))
     return 0
 
@@ -609,15 +624,16 @@ def cmd_verify(qdir, record):
         ids = [ln.strip() for ln in f if ln.strip()]
     inc = set(queued(qdir))
     lost = [i for i in ids if i not in inc]
-    broken = [n for n in files(qdir, "incoming") if not complete(os.path.join(qdir, "incoming", n))]
+    broken = [d + "/" + n for d in ("incoming", "deferred") for n in files(qdir, d)
+              if not complete(os.path.join(qdir, d, n))]
     corrupt = set(files(qdir, "corrupt"))
     check(len(ids) > 0, "crash test: some messages were acknowledged (%d)" % len(ids))
     check(len(set(ids)) == len(ids), "crash test: every acknowledged id is unique",
           "%d duplicates" % (len(ids) - len(set(ids))))
-    check(not lost, "crash test: every acknowledged id is in incoming/ (%d lost of %d)" % (len(lost), len(ids)),
+    check(not lost, "crash test: every acknowledged id is queued (%d lost of %d)" % (len(lost), len(ids)),
           ["lost: %s%s" % (i, " (in corrupt/)" if i in corrupt else "") for i in lost])
-    check(not broken, "crash test: every queue file in incoming/ ends with END (%d without)" % len(broken), broken)
-    print("verify: %d acknowledged, %d in incoming/, %d in corrupt/, %d in tmp/"
+    check(not broken, "crash test: every queue file ends with END (%d without)" % len(broken), broken)
+    print("verify: %d acknowledged, %d queued, %d in corrupt/, %d in tmp/"
           % (len(ids), len(inc), len(corrupt), len(files(qdir, "tmp"))))
     return 0
 
