@@ -1027,19 +1027,19 @@ static size_t cut_reason(const unsigned char *v, size_t n, size_t cut, char *out
 	return 0;
 }
 
-/* check_cuts: the valid file incoming/id of nmsgs messages, cut at every
- * length: read directly, then all the cuts in incoming/ beside it through
- * queue_open (which moves the corrupt ones, whole). */
-static void check_cuts(const char *dir, const char *id, size_t nmsgs)
+/* check_cuts: the valid file sub/id (sub: incoming or deferred) of nmsgs
+ * messages, cut at every length: read directly, then all the cuts in sub/
+ * beside it through queue_open (which moves the corrupt ones, whole). */
+static void check_cuts(const char *dir, const char *sub, const char *id, size_t nmsgs)
 {
 	char err[256], want[256], cutid[QID_LEN + 1];
 	struct queue *q;
 	struct qmsg *m, *all;
 	size_t n, nall, short_files = 0, short_msgs = 0;
-	char *valid = read_file(path(dir, "incoming", id), &n);
+	char *valid = read_file(path(dir, sub, id), &n);
 
 	assert_true(n > 100);
-	if (!qmsg_read_all(path(dir, "incoming", id), &all, &nall, err, sizeof err))
+	if (!qmsg_read_all(path(dir, sub, id), &all, &nall, err, sizeof err))
 		fail_msg("qmsg_read_all: %s", err);
 	assert_int_equal(nall, nmsgs);
 	for (size_t cut = 0; cut < n; cut++) {
@@ -1073,15 +1073,15 @@ static void check_cuts(const char *dir, const char *id, size_t nmsgs)
 	qmsg_free_all(all, nall);
 	for (size_t cut = 0; cut < n; cut++) {
 		fake_id(cutid, cut);
-		write_file(path(dir, "incoming", cutid), valid, cut);
+		write_file(path(dir, sub, cutid), valid, cut);
 	}
 	cap_begin();
 	q = queue_open(dir);
 	char *log = cap_end();
 	assert_non_null(q);
 	assert_int_equal(queue_size(q), nmsgs + short_msgs);
-	assert_int_equal(count_entries(dir, "incoming"), 1 + short_files);
-	assert_true(exists(path(dir, "incoming", id)));
+	assert_int_equal(count_entries(dir, sub), 1 + short_files);
+	assert_true(exists(path(dir, sub, id)));
 	assert_int_equal(count_entries(dir, "corrupt"), n - short_files);
 	for (size_t cut = 0; cut < n; cut++) {
 		char line[512];
@@ -1111,7 +1111,7 @@ static void test_truncated_at_every_length(void **state)
 	assert_int_equal(queue_flush(q), 1);
 	assert_int_equal(d.err, 0);
 	queue_close(q);
-	check_cuts(*state, id, 1);
+	check_cuts(*state, "incoming", id, 1);
 }
 
 /* The same for a shared file of three messages written by one flush. */
@@ -1135,7 +1135,7 @@ static void test_truncated_multi(void **state)
 		assert_string_equal(d[i].file, d[0].id);
 	}
 	queue_close(q);
-	check_cuts(*state, d[0].id, 3);
+	check_cuts(*state, "incoming", d[0].id, 3);
 }
 
 /* ---- files of several messages ------------------------------------------- */
@@ -1326,7 +1326,7 @@ static void test_open_creates_and_locks(void **state)
 	struct stat sb;
 
 	assert_non_null(q);
-	const char *sub[] = { "tmp", "incoming", "corrupt" };
+	const char *sub[] = { "tmp", "incoming", "corrupt", "deferred" };
 	for (size_t i = 0; i < ARRAY_LEN(sub); i++) {
 		assert_int_equal(stat(path(dir, sub[i], NULL), &sb), 0);
 		assert_true(S_ISDIR(sb.st_mode));
