@@ -898,7 +898,9 @@ static enum parse_result parse_msg(FILE *fp, off_t size, off_t *off, size_t nth,
  * message of it into *msgs (*n of them; nothing kept unless PARSE_OK).
  * name: the file's name, the first message's id if it has no ID record.
  * Lengths are checked against the file size before anything is read or
- * skipped. */
+ * skipped. parse_started: how many messages the last call began (on a
+ * failure too: a corrupt file leaves the queue's count by that many). */
+static size_t parse_started;
 static enum parse_result parse_fd(int fd, const char *name, struct qmsg **msgs, size_t *n,
 				  char *err, size_t errlen)
 {
@@ -938,6 +940,7 @@ static enum parse_result parse_fd(int fd, const char *name, struct qmsg **msgs, 
 		r = parse_msg(fp, sb.st_size, &off, nv, m, &more, err, errlen);
 	}
 	fclose(fp);
+	parse_started = nv;
 	if (r != PARSE_OK) {
 		if (nv > 1) {
 			char e2[256];
@@ -1040,7 +1043,7 @@ long qdata_read(struct qdata *d, void *buf, size_t n)
 		if (!pread_exact(d->fd, h, sizeof h, d->off))
 			return -1;
 		uint32_t len = be32(h + 1);
-		if (h[0] != QREC_DATA) {
+		if (h[0] == QREC_END) {
 			d->end = true;
 			break;
 		}
@@ -1049,7 +1052,10 @@ long qdata_read(struct qdata *d, void *buf, size_t n)
 			return -1;
 		}
 		d->off += QREC_HDR;
-		d->left = len;
+		if (h[0] == QREC_DATA)
+			d->left = len;
+		else
+			d->off += len;
 	}
 	if (d->end || n == 0)
 		return 0;
@@ -1133,8 +1139,9 @@ bool queue_load(struct queue *q, enum qdir dir, const char *name, int *fd, struc
 	}
 	close(pfd);
 	if (r == PARSE_CORRUPT) {
-		if (to_corrupt(q, dfd, name, err) && q->size > 0)
-			q->size--; /* counted as one message at least */
+		size_t k = parse_started ? parse_started : 1;
+		if (to_corrupt(q, dfd, name, err))
+			q->size = q->size > k ? q->size - k : 0;
 	} else {
 		msg_error("%s: cannot read queue file %s/%s: %s", name, dir_name(dir), name, err);
 	}
@@ -1181,7 +1188,8 @@ static void defer_records(struct buf *b, const struct qdefer *d)
 			rec_put(b, QREC_RCPT, m->rcpts[i], strlen(m->rcpts[i]));
 	for (size_t i = 0; i < m->nattrs; i++)
 		rec_put(b, QREC_ATTR, m->attrs[i], strlen(m->attrs[i]));
-	snprintf(tmp, sizeof tmp, "%u %" PRIu64 " %d", d->tries, d->next_us, d->warned ? 1 : 0);
+	snprintf(tmp, sizeof tmp, "%u %" PRIu64 " %d", d->tries > 1000000 ? 1000000 : d->tries,
+		 d->next_us, d->warned ? 1 : 0);
 	rec_put(b, QREC_RETRY, tmp, strlen(tmp));
 	if (d->reason && *d->reason) {
 		struct buf r = BUF_INIT;
@@ -1230,10 +1238,15 @@ bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, 
 	size_t kept = 0;
 	int fd;
 
+	size_t first = n;
 	newname[0] = 0;
-	if (n == 0)
+	for (size_t i = 0; i < n && first == n; i++)
+		for (size_t k = 0; k < v[i].m->nrcpts && first == n; k++)
+			if (v[i].keep == NULL || v[i].keep[k])
+				first = i;
+	if (first == n)
 		return queue_remove(q, olddir, oldname, old_nmsgs);
-	memcpy(newname, v[0].m->id, QID_LEN + 1);
+	memcpy(newname, v[first].m->id, QID_LEN + 1);
 	(void)unlinkat(q->tmpfd, newname, 0); /* a leftover of ours */
 	fd = openat(q->tmpfd, newname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -1241,8 +1254,25 @@ bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, 
 		return false;
 	}
 	bool ok = true;
-	for (size_t i = 0; i < n && ok; i++, kept++)
+	for (size_t i = 0; i < n && ok; i++) {
+		bool any = false;
+		for (size_t k = 0; k < v[i].m->nrcpts; k++)
+			any |= v[i].keep == NULL || v[i].keep[k];
+		if (!any)
+			continue;
 		ok = defer_copy(fd, src_fd, &v[i]);
+		kept++;
+	}
+	/* A file of that name that is not the old one (left by a crash
+	 * between our rename and the removal): its messages leave the count. */
+	size_t replaced = 0;
+	if (ok && !(olddir == QDIR_DEFERRED && strcmp(oldname, newname) == 0)) {
+		int rfd = openat(q->deffd, newname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		struct qmsg *rv;
+		char rerr[256];
+		if (rfd >= 0 && parse_fd(rfd, newname, &rv, &replaced, rerr, sizeof rerr) == PARSE_OK)
+			qmsg_free_all(rv, replaced);
+	}
 	if (ok && fdatasync(fd) < 0)
 		ok = false;
 	int e = errno;
@@ -1264,6 +1294,7 @@ bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, 
 		return false;
 	}
 	q->size += kept;
+	q->size = q->size > replaced ? q->size - replaced : 0;
 	if (olddir == QDIR_DEFERRED && strcmp(oldname, newname) == 0) {
 		q->size = q->size > old_nmsgs ? q->size - old_nmsgs : 0;
 		return true;

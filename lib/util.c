@@ -72,7 +72,7 @@ bool str_parse_ull(const char *s, unsigned long long max, unsigned long long *ou
 		if (*s < '0' || *s > '9')
 			return false;
 		unsigned d = (unsigned)(*s - '0');
-		if (v > (max - d) / 10)
+		if (d > max || v > (max - d) / 10)
 			return false;
 		v = v * 10 + d;
 	}

@@ -237,6 +237,9 @@ send alpha user@loop.test loop-$$ bounce-loop@dest.test
 if await 10 logged "$work/alpha.log" "to=<user@loop.test>" "status=bounced" \
 	"mail for loop.test loops back to myself"; then ok; else
 	bad "loop: not bounced as a loop"; logtail "$work/alpha.log"; fi
+if await 10 has_msg "$sink" "Final-Recipient: rfc822; user@loop.test"; then ok; else
+	bad "loop: no bounce at the sink"; fi
+[ -n "$msg" ] && has "$msg" "loops back to myself" "loop: the bounce says why"
 
 # --- the source address removed: deferred, never sent from another. ---
 nsx ip addr del 192.0.2.4/32 dev lo

@@ -6,7 +6,12 @@
  * leftovers, a valid single- and multi-message file cut at every length,
  * tables of corrupt and valid files, special entries); I/O errors reach
  * the callback (every message of the shared file) and leave no visible
- * file. Every test
+ * file. The delivery side: notification of new files, listing, loading
+ * (damaged files, links), removal, rewriting into deferred/ (recipients
+ * kept, retry state, content byte for byte, failures leave the old file),
+ * content reading, hostile RETRY/REASON records, deferred/ at start-up;
+ * queue_size() checked against the files on disk throughout. Tests marked
+ * "Regression" pin a bug that was found and fixed. Every test
  * gets its own directory under /tmp; log lines are captured from stderr
  * and checked word for word where the brief fixes them. */
 #include <stdarg.h>
@@ -1446,6 +1451,1400 @@ static void test_io_error_write(void **state)
 	queue_close(q);
 }
 
+/* ---- the delivery side: helpers ------------------------------------------- */
+
+/* count_queued: the messages in incoming/ and deferred/, counted the way
+ * queue_open counts them; every file there must validate (the queue never
+ * writes one that does not). */
+static size_t count_queued(const char *dir)
+{
+	static const char *const sub[] = { "incoming", "deferred" };
+	size_t total = 0;
+
+	for (size_t s = 0; s < ARRAY_LEN(sub); s++) {
+		DIR *d = opendir(path(dir, sub[s], NULL));
+		struct dirent *de;
+		assert_non_null(d);
+		while ((de = readdir(d)) != NULL) {
+			struct qmsg *m;
+			size_t n;
+			char err[256];
+			if (de->d_name[0] == '.')
+				continue;
+			if (!qmsg_read_all(path(dir, sub[s], de->d_name), &m, &n, err, sizeof err))
+				fail_msg("%s/%s does not validate: %s", sub[s], de->d_name, err);
+			total += n;
+			qmsg_free_all(m, n);
+		}
+		closedir(d);
+	}
+	return total;
+}
+
+/* check_size: queue_size agrees with what is on disk. A macro, so that a
+ * failure names the line. */
+#define check_size(q, dir) assert_int_equal(queue_size(q), count_queued(dir))
+
+/* load: queue_load that must succeed. */
+static struct qmsg *load(struct queue *q, enum qdir dir, const char *name, int *fd, size_t *n)
+{
+	struct qmsg *m;
+
+	if (!queue_load(q, dir, name, fd, &m, n))
+		fail_msg("queue_load %s/%s failed", dir == QDIR_DEFERRED ? "deferred" : "incoming",
+			 name);
+	assert_true(*fd >= 0);
+	assert_non_null(m);
+	assert_true(*n > 0);
+	return m;
+}
+
+/* content: a message's content through qdata_read, bufsize bytes a call
+ * (each call gives 1..bufsize bytes, then 0, and 0 again after that). */
+static char *content(int fd, const struct qmsg *m, size_t bufsize, size_t *n)
+{
+	struct qdata d;
+	struct buf b = BUF_INIT;
+	char *chunk = xmalloc(bufsize);
+	long r;
+
+	qdata_init(&d, fd, m->data_offset);
+	while ((r = qdata_read(&d, chunk, bufsize)) > 0) {
+		assert_true((size_t)r <= bufsize);
+		buf_append(&b, chunk, (size_t)r);
+	}
+	if (r < 0)
+		fail_msg("qdata_read after %zu bytes: %s", b.len, strerror(errno));
+	assert_int_equal(qdata_read(&d, chunk, bufsize), 0);
+	free(chunk);
+	*n = b.len;
+	return buf_steal(&b);
+}
+
+/* read_back: every message of dir/sub/name, which must validate. */
+static struct qmsg *read_back(const char *dir, const char *sub, const char *name, size_t *n)
+{
+	struct qmsg *m;
+	char err[256];
+
+	if (!qmsg_read_all(path(dir, sub, name), &m, n, err, sizeof err))
+		fail_msg("%s/%s: %s", sub, name, err);
+	return m;
+}
+
+/* same_content: message m of the file dir/sub/name holds want[0..n). */
+static void same_content(const char *dir, const char *sub, const char *name,
+			 const struct qmsg *m, const char *want, size_t n, size_t bufsize)
+{
+	int fd = open(path(dir, sub, name), O_RDONLY | O_CLOEXEC);
+	size_t len;
+
+	assert_true(fd >= 0);
+	assert_int_equal(m->data_len, n);
+	char *got = content(fd, m, bufsize, &len);
+	close(fd);
+	assert_int_equal(len, n);
+	if (n > 0)
+		assert_memory_equal(got, want, n);
+	free(got);
+}
+
+/* hand_msg: one message appended to b as another writer might make it:
+ * id NULL for no ID record, retry NULL for no RETRY record. */
+static void hand_msg(struct buf *b, const char *id, const char *retry)
+{
+	put_rec(b, 'V', L("1"), 1);
+	if (id)
+		put_rec(b, 'I', id, strlen(id), strlen(id));
+	put_rec(b, 'T', L("1700000000000000"), 16);
+	put_rec(b, 'C', L("192.0.2.1 h"), 11);
+	put_rec(b, 'S', L("a@example.org"), 13);
+	put_rec(b, 'R', L("b@example.net"), 13);
+	if (retry)
+		put_rec(b, 'Y', retry, strlen(retry), strlen(retry));
+	put_rec(b, 'D', L("hello\r\n"), 7);
+	put_rec(b, 'E', L(""), 0);
+}
+
+/* hand_file: dir/sub/name, nmsgs valid messages (the first named by the
+ * file, the others by ID records), each with a RETRY record. */
+static void hand_file(const char *dir, const char *sub, const char *name, size_t nmsgs)
+{
+	struct buf b = BUF_INIT;
+	char id[QID_LEN + 1];
+
+	for (size_t i = 0; i < nmsgs; i++) {
+		snprintf(id, sizeof id, "%.13s%03zX", name, 0x800 + i);
+		hand_msg(&b, i == 0 ? NULL : id, "2 1700000000000000 0");
+	}
+	write_file(path(dir, sub, name), b.data, b.len);
+	buf_free(&b);
+}
+
+/* flush_n: n small messages in one flush, so in one file (named d[0].id). */
+static void flush_n(struct queue *q, struct done *d, size_t n, const char *dir)
+{
+	for (size_t i = 0; i < n; i++)
+		submit_one(q, &d[i], dir);
+	assert_int_equal(queue_flush(q), n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(d[i].err, 0);
+		assert_string_equal(d[i].file, d[0].id);
+	}
+}
+
+/* ---- queue_set_notify --------------------------------------------------------- */
+
+struct notes {
+	const char *dir;
+	int calls;
+	char name[8][QID_LEN + 1];
+	int order[8];     /* in done_order's sequence, shared with on_done */
+	bool visible[8];  /* incoming/NAME existed during the call */
+};
+
+static void on_new(void *ctx, const char *name)
+{
+	struct notes *nt = ctx;
+
+	if (nt->calls >= (int)ARRAY_LEN(nt->name))
+		fail_msg("too many notifications (%s)", name);
+	snprintf(nt->name[nt->calls], sizeof nt->name[0], "%s", name);
+	nt->order[nt->calls] = ++done_order;
+	nt->visible[nt->calls] = exists(path(nt->dir, "incoming", name));
+	nt->calls++;
+}
+
+/* One call per file that lands in incoming/ (the shared file and a
+ * spilled one: two for four messages), after every submitter's callback;
+ * none for a message that fails, none once unset. */
+static void test_notify(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct notes nt = { .dir = *state };
+	struct done d[4], bad = { .dir = *state };
+	char bigid[QID_LEN + 1], id[QID_LEN + 1];
+	size_t big = QF_SPILL + 100;
+	char *bigp = xcalloc(1, big);
+
+	assert_non_null(q);
+	queue_set_notify(q, on_new, &nt);
+	done_order = 0;
+	submit_one(q, &d[0], *state);
+	submit_one(q, &d[1], *state);
+	struct qfile *f = start(q, bigid, 1);
+	add(f, QREC_DATA, bigp, big);
+	memset(&d[2], 0, sizeof d[2]);
+	d[2].dir = *state;
+	queue_submit(f, on_done, &d[2]);
+	submit_one(q, &d[3], *state);
+	assert_int_equal(nt.calls, 0);
+	assert_int_equal(queue_flush(q), 4);
+	assert_int_equal(count_entries(*state, "incoming"), 2);
+	assert_int_equal(nt.calls, 2);
+	bool shared = false, spilled = false;
+	for (int i = 0; i < 2; i++) {
+		assert_true(nt.visible[i]);
+		if (nt.order[i] <= 4)
+			fail_msg("notification %d ran before a submitter's callback", i);
+		shared |= strcmp(nt.name[i], d[0].id) == 0;
+		spilled |= strcmp(nt.name[i], bigid) == 0;
+	}
+	assert_true(shared && spilled);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(d[i].order, i + 1);
+	/* Nothing to flush, nothing to say. */
+	assert_int_equal(queue_flush(q), 0);
+	assert_int_equal(nt.calls, 2);
+	/* A refused message lands nowhere: no call. */
+	cap_begin();
+	f = start(q, id, 0);
+	queue_submit(f, on_done, &bad);
+	assert_int_equal(queue_flush(q), 1);
+	free(cap_end());
+	assert_int_equal(bad.err, EINVAL);
+	assert_int_equal(nt.calls, 2);
+	/* One message, one file, one call. */
+	submit_one(q, &d[0], *state);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(nt.calls, 3);
+	assert_string_equal(nt.name[2], d[0].id);
+	assert_true(nt.visible[2]);
+	queue_set_notify(q, NULL, NULL);
+	submit_one(q, &d[1], *state);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(nt.calls, 3);
+	assert_int_equal(queue_size(q), 6);
+	assert_string_equal(queue_dirname(q), *state);
+	free(bigp);
+	queue_close(q);
+}
+
+/* ---- queue_list -------------------------------------------------------------- */
+
+static void test_list(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[3];
+	char **v, id[QID_LEN + 1];
+	size_t n;
+
+	assert_non_null(q);
+	for (int k = 0; k < 2; k++) {
+		v = queue_list(q, k ? QDIR_DEFERRED : QDIR_INCOMING, &n);
+		assert_non_null(v);
+		assert_int_equal(n, 0);
+		queue_list_free(v, n);
+	}
+	for (int i = 0; i < 3; i++) {
+		submit_one(q, &d[i], *state);
+		assert_int_equal(queue_flush(q), 1);
+	}
+	/* Entries made behind the queue's back, in reverse order: listed,
+	 * sorted, each directory on its own. */
+	write_file(path(*state, "incoming", "0000000000000001"), L(""));
+	for (size_t i = 200; i-- > 0;) {
+		fake_id(id, 0xC000 + i);
+		write_file(path(*state, "deferred", id), L(""));
+	}
+	v = queue_list(q, QDIR_INCOMING, &n);
+	assert_non_null(v);
+	assert_int_equal(n, 4);
+	assert_string_equal(v[0], "0000000000000001");
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(v[i + 1], d[i].id); /* oldest first */
+	queue_list_free(v, n);
+	v = queue_list(q, QDIR_DEFERRED, &n);
+	assert_non_null(v);
+	assert_int_equal(n, 200);
+	for (size_t i = 0; i < n; i++) {
+		fake_id(id, 0xC000 + i);
+		assert_string_equal(v[i], id);
+	}
+	queue_list_free(v, n);
+	/* A directory that cannot be read (no descriptor left to open it
+	 * with): NULL, logged. */
+	struct rlimit old, lim;
+	int next = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(next >= 0);
+	close(next);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)next;
+	cap_begin();
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	v = queue_list(q, QDIR_DEFERRED, &n);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	char *log = cap_end();
+	assert_null(v);
+	char line[512];
+	snprintf(line, sizeof line, "error: read %s/deferred: %s\n", (const char *)*state,
+		 strerror(EMFILE));
+	assert_logged(log, line);
+	free(log);
+	queue_close(q);
+}
+
+/* ---- queue_load ------------------------------------------------------------------ */
+
+static void test_load(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[3];
+	char def[2][QID_LEN + 1], line[512];
+	struct qmsg *m;
+	size_t n, len;
+	int fd;
+	const char *hello = "Subject: hi\r\n\r\nhello\r\n";
+
+	assert_non_null(q);
+	flush_n(q, d, 3, *state);
+	queue_close(q);
+	fake_id(def[0], 0xD0);
+	fake_id(def[1], 0xD1);
+	hand_file(*state, "deferred", def[0], 1);
+	hand_file(*state, "deferred", def[1], 1);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 5);
+
+	/* Every message of the file, and an open fd for its content. */
+	m = load(q, QDIR_INCOMING, d[0].id, &fd, &n);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_string_equal(m[i].id, d[i].id);
+		assert_int_equal(m[i].nrcpts, 1);
+		char *c = content(fd, &m[i], 4096, &len);
+		assert_int_equal(len, strlen(hello));
+		assert_memory_equal(c, hello, len);
+		free(c);
+	}
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	qmsg_free_all(m, n);
+	m = load(q, QDIR_DEFERRED, def[0], &fd, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(m[0].id, def[0]);
+	assert_int_equal(m[0].tries, 2);
+	assert_true(m[0].next_us == UINT64_C(1700000000000000));
+	assert_false(m[0].warned);
+	assert_null(m[0].reason);
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_int_equal(queue_size(q), 5);
+	check_size(q, *state);
+
+	/* Missing: an error, logged; nothing moves, nothing counted out. */
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, "00000000000000FF", &fd, &m, &n));
+	char *log = cap_end();
+	assert_int_equal(fd, -1);
+	assert_null(m);
+	assert_int_equal(n, 0);
+	assert_logged(log, "error: 00000000000000FF: open deferred/00000000000000FF: "
+		      "No such file or directory\n");
+	free(log);
+	assert_int_equal(queue_size(q), 5);
+	assert_int_equal(count_entries(*state, "corrupt"), 0);
+
+	/* Damaged since it was counted: moved to corrupt/, counted out. */
+	struct stat sb;
+	assert_int_equal(stat(path(*state, "deferred", def[1]), &sb), 0);
+	assert_int_equal(truncate(path(*state, "deferred", def[1]), sb.st_size - 1), 0);
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, def[1], &fd, &m, &n));
+	log = cap_end();
+	assert_int_equal(fd, -1);
+	assert_null(m);
+	assert_int_equal(n, 0);
+	snprintf(line, sizeof line, "%s: moved to corrupt/: no END record (truncated)\n", def[1]);
+	assert_logged(log, line);
+	free(log);
+	assert_false(exists(path(*state, "deferred", def[1])));
+	assert_true(exists(path(*state, "corrupt", def[1])));
+	assert_int_equal(queue_size(q), 4);
+	check_size(q, *state);
+
+	/* A symbolic link, even to a valid file, is never followed. */
+	assert_int_equal(symlink(path(*state, "incoming", d[0].id),
+				 path(*state, "deferred", "00000000000000F0")), 0);
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, "00000000000000F0", &fd, &m, &n));
+	log = cap_end();
+	assert_int_equal(fd, -1);
+	assert_null(m);
+	assert_logged(log, "00000000000000F0: moved to corrupt/: symbolic link\n");
+	free(log);
+	assert_int_equal(lstat(path(*state, "corrupt", "00000000000000F0"), &sb), 0);
+	assert_true(S_ISLNK(sb.st_mode));
+	assert_false(exists(path(*state, "deferred", "00000000000000F0")));
+	assert_true(exists(path(*state, "incoming", d[0].id))); /* the target stays */
+	assert_int_equal(queue_size(q), 4);
+
+	/* A name that is no queue id. */
+	write_file(path(*state, "deferred", "bogus"), L(""));
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, "bogus", &fd, &m, &n));
+	log = cap_end();
+	assert_logged(log, "bogus: moved to corrupt/: not a queue file name\n");
+	free(log);
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	assert_int_equal(count_entries(*state, "corrupt"), 3);
+	check_size(q, *state);
+	queue_close(q);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 4);
+	queue_close(q);
+}
+
+/* A damaged file of three messages: all three leave the count.
+ * Regression (queue_load): the corrupt path took one message off
+ * queue_size, so two stayed counted and the instance never went idle
+ * (main.c waits for queue_size() == 0). */
+static void test_load_corrupt_multi_counted_out(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[3];
+	struct qmsg *m;
+	size_t n;
+	int fd;
+	char newname[QID_LEN + 1];
+	struct stat sb;
+
+	assert_non_null(q);
+	flush_n(q, d, 3, *state);
+	m = load(q, QDIR_INCOMING, d[0].id, &fd, &n);
+	struct qdefer v[3];
+	for (size_t i = 0; i < 3; i++)
+		v[i] = (struct qdefer){ &m[i], NULL, 1, 1, false, "later" };
+	assert_true(queue_defer(q, fd, v, 3, QDIR_INCOMING, d[0].id, 3, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_int_equal(queue_size(q), 3);
+	check_size(q, *state);
+	assert_int_equal(stat(path(*state, "deferred", newname), &sb), 0);
+	assert_int_equal(truncate(path(*state, "deferred", newname), sb.st_size - 1), 0);
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, newname, &fd, &m, &n));
+	free(cap_end());
+	assert_true(exists(path(*state, "corrupt", newname)));
+	assert_int_equal(count_entries(*state, "deferred"), 0);
+	size_t size = queue_size(q);
+	queue_close(q);
+	if (size != 0)
+		fail_msg("queue_size %zu after a 3-message file went to corrupt/, "
+			 "want 0", size);
+}
+
+/* ---- queue_remove ------------------------------------------------------------------- */
+
+static void test_remove(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[4];
+
+	assert_non_null(q);
+	flush_n(q, d, 3, *state);
+	submit_one(q, &d[3], *state);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(queue_size(q), 4);
+	/* The unlink fails (a directory of that name): logged, false, still
+	 * counted. */
+	assert_int_equal(mkdir(path(*state, "deferred", "00000000000000D0"), 0700), 0);
+	cap_begin();
+	assert_false(queue_remove(q, QDIR_DEFERRED, "00000000000000D0", 1));
+	char *log = cap_end();
+	assert_logged(log, "error: 00000000000000D0: remove deferred/00000000000000D0: "
+		      "Is a directory\n");
+	free(log);
+	assert_int_equal(queue_size(q), 4);
+	assert_int_equal(rmdir(path(*state, "deferred", "00000000000000D0")), 0);
+	/* A file of three: three fewer. */
+	assert_true(queue_remove(q, QDIR_INCOMING, d[0].id, 3));
+	assert_false(exists(path(*state, "incoming", d[0].id)));
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+	assert_true(queue_remove(q, QDIR_INCOMING, d[3].id, 1));
+	assert_int_equal(queue_size(q), 0);
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	/* A count larger than the queue's stops at zero. */
+	submit_one(q, &d[0], *state);
+	assert_int_equal(queue_flush(q), 1);
+	assert_true(queue_remove(q, QDIR_INCOMING, d[0].id, 5));
+	assert_int_equal(queue_size(q), 0);
+	check_size(q, *state);
+	queue_close(q);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 0);
+	queue_close(q);
+}
+
+/* ---- queue_defer --------------------------------------------------------------------- */
+
+/* incoming/ID -> deferred/ID with some recipients and the retry state;
+ * deferred/ID -> deferred/ID again (the file replaced); the limits of
+ * the RETRY fields. */
+static void test_defer_basic(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct notes nt = { .dir = *state };
+	struct done d = { .dir = *state };
+	char id[QID_LEN + 1], newname[QID_LEN + 1];
+	struct qmsg *m, *w;
+	size_t n, nw, len;
+	int fd;
+	struct stat sb;
+
+	assert_non_null(q);
+	queue_set_notify(q, on_new, &nt);
+	struct qfile *f = start(q, id, 3);
+	add(f, QREC_ATTR, L("SIZE=42"));
+	add(f, QREC_ATTR, L("BODY=8BITMIME"));
+	add(f, QREC_DATA, L("Subject: deferred\r\n\r\n"));
+	add(f, QREC_DATA, L("\0binary\xff\r\n"));
+	queue_submit(f, on_done, &d);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(nt.calls, 1);
+	m = load(q, QDIR_INCOMING, id, &fd, &n);
+	assert_int_equal(n, 1);
+	char *want = content(fd, &m[0], 4096, &len);
+	assert_int_equal(len, sizeof "Subject: deferred\r\n\r\n\0binary\xff\r\n" - 1);
+
+	bool keep[3] = { true, false, true };
+	struct qdefer v = { &m[0], keep, 3, UINT64_C(1700000000999999), true,
+			    "451 4.7.1 greylisted\r\n\x1b[0m" };
+	memset(newname, 'x', sizeof newname);
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_INCOMING, id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_string_equal(newname, id);
+	assert_false(exists(path(*state, "incoming", id)));
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(nt.calls, 1); /* deferred/ is not incoming/ */
+	assert_int_equal(stat(path(*state, "deferred", id), &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+
+	w = read_back(*state, "deferred", id, &nw);
+	assert_int_equal(nw, 1);
+	assert_string_equal(w[0].id, id);
+	assert_true(w[0].time_us == UINT64_C(1700000000123456));
+	assert_string_equal(w[0].client, "192.0.2.1 mx.example.org");
+	assert_string_equal(w[0].sender, "alice@example.org");
+	assert_int_equal(w[0].nrcpts, 2);
+	assert_string_equal(w[0].rcpts[0], "user0@example.net");
+	assert_string_equal(w[0].rcpts[1], "user2@example.net");
+	assert_int_equal(w[0].nattrs, 2);
+	assert_string_equal(w[0].attrs[0], "SIZE=42");
+	assert_string_equal(w[0].attrs[1], "BODY=8BITMIME");
+	assert_int_equal(w[0].tries, 3);
+	assert_true(w[0].next_us == UINT64_C(1700000000999999));
+	assert_true(w[0].warned);
+	/* The reason is made printable before it reaches the file. */
+	assert_string_equal(w[0].reason, "451 4.7.1 greylisted\\x0d\\x0a\\x1b[0m");
+	same_content(*state, "deferred", id, &w[0], want, len, 5);
+	qmsg_free_all(w, nw);
+
+	/* Again, from deferred/ under the same name: replaced in place. */
+	m = load(q, QDIR_DEFERRED, id, &fd, &n);
+	v = (struct qdefer){ &m[0], NULL, 4, 0, false, NULL };
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_DEFERRED, id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_string_equal(newname, id);
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+	w = read_back(*state, "deferred", id, &nw);
+	assert_int_equal(nw, 1);
+	assert_int_equal(w[0].nrcpts, 2); /* keep NULL keeps all there were */
+	assert_string_equal(w[0].rcpts[1], "user2@example.net");
+	assert_int_equal(w[0].tries, 4);
+	assert_true(w[0].next_us == 0);
+	assert_false(w[0].warned);
+	assert_null(w[0].reason);
+	same_content(*state, "deferred", id, &w[0], want, len, 4096);
+	qmsg_free_all(w, nw);
+
+	/* The largest values the reader takes come back as they went. */
+	m = load(q, QDIR_DEFERRED, id, &fd, &n);
+	v = (struct qdefer){ &m[0], (const bool[2]){ false, true }, 1000000, UINT64_MAX, true,
+			     "x" };
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_DEFERRED, id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	w = read_back(*state, "deferred", id, &nw);
+	assert_int_equal(w[0].nrcpts, 1);
+	assert_string_equal(w[0].rcpts[0], "user2@example.net");
+	assert_int_equal(w[0].tries, 1000000);
+	assert_true(w[0].next_us == UINT64_MAX);
+	assert_true(w[0].warned);
+	assert_string_equal(w[0].reason, "x");
+	qmsg_free_all(w, nw);
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+	free(want);
+	queue_close(q);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 1);
+	queue_close(q);
+}
+
+/* A file of three: the first is done, the other two deferred (one with
+ * no content at all), then one of them, then none. */
+static void test_defer_multi(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[3];
+	char ids[3][QID_LEN + 1], newname[QID_LEN + 1];
+	struct qmsg *m, *w;
+	size_t n, nw;
+	int fd;
+	char *longreason = xmalloc(3001);
+
+	assert_non_null(q);
+	memset(longreason, 'r', 3000);
+	longreason[3000] = 0;
+	for (int i = 0; i < 3; i++) {
+		struct qfile *f = start(q, ids[i], 3);
+		if (i == 0)
+			add(f, QREC_DATA, L("zero\r\n"));
+		if (i == 2) {
+			add(f, QREC_DATA, L("tw"));
+			add(f, QREC_DATA, L(""));
+			add(f, QREC_DATA, L("o\r\n"));
+		}
+		memset(&d[i], 0, sizeof d[i]);
+		d[i].dir = *state;
+		queue_submit(f, on_done, &d[i]);
+	}
+	assert_int_equal(queue_flush(q), 3);
+	assert_string_equal(d[2].file, ids[0]);
+	assert_int_equal(queue_size(q), 3);
+
+	m = load(q, QDIR_INCOMING, ids[0], &fd, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(m[1].data_offset, -1);
+	struct qdefer v[2] = {
+		{ &m[1], NULL, 1, 111, false, "" },
+		{ &m[2], (const bool[3]){ false, true, true }, 2, 222, true, longreason },
+	};
+	assert_true(queue_defer(q, fd, v, 2, QDIR_INCOMING, ids[0], 3, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_string_equal(newname, ids[1]); /* named after its first message */
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 2);
+	check_size(q, *state);
+	w = read_back(*state, "deferred", ids[1], &nw);
+	assert_int_equal(nw, 2);
+	assert_string_equal(w[0].id, ids[1]);
+	assert_int_equal(w[0].nrcpts, 3);
+	assert_int_equal(w[0].data_offset, -1);
+	assert_int_equal(w[0].data_len, 0);
+	assert_int_equal(w[0].tries, 1);
+	assert_true(w[0].next_us == 111);
+	assert_null(w[0].reason); /* "" writes no REASON */
+	assert_string_equal(w[1].id, ids[2]);
+	assert_int_equal(w[1].nrcpts, 2);
+	assert_string_equal(w[1].rcpts[0], "user1@example.net");
+	assert_string_equal(w[1].rcpts[1], "user2@example.net");
+	assert_int_equal(w[1].tries, 2);
+	assert_true(w[1].next_us == 222);
+	assert_true(w[1].warned);
+	assert_int_equal(strlen(w[1].reason), 2000); /* bounded */
+	assert_int_equal(strspn(w[1].reason, "r"), 2000);
+	same_content(*state, "deferred", ids[1], &w[0], "", 0, 64);
+	same_content(*state, "deferred", ids[1], &w[1], "two\r\n", 5, 1);
+	qmsg_free_all(w, nw);
+
+	/* Only the last stays: its own name, the old file goes. */
+	m = load(q, QDIR_DEFERRED, ids[1], &fd, &n);
+	assert_int_equal(n, 2);
+	v[0] = (struct qdefer){ &m[1], NULL, 3, 333, true, m[1].reason };
+	assert_true(queue_defer(q, fd, v, 1, QDIR_DEFERRED, ids[1], 2, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_string_equal(newname, ids[2]);
+	assert_false(exists(path(*state, "deferred", ids[1])));
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+	w = read_back(*state, "deferred", ids[2], &nw);
+	assert_int_equal(nw, 1);
+	assert_int_equal(w[0].tries, 3);
+	assert_int_equal(strspn(w[0].reason, "r"), 2000);
+	same_content(*state, "deferred", ids[2], &w[0], "two\r\n", 5, 4096);
+	qmsg_free_all(w, nw);
+
+	/* n == 0 only removes, in deferred/ and in incoming/. */
+	memset(newname, 'x', sizeof newname);
+	assert_true(queue_defer(q, -1, NULL, 0, QDIR_DEFERRED, ids[2], 1, newname));
+	assert_string_equal(newname, "");
+	assert_int_equal(count_entries(*state, "deferred"), 0);
+	assert_int_equal(queue_size(q), 0);
+	submit_one(q, &d[0], *state);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(queue_size(q), 1);
+	assert_true(queue_defer(q, -1, NULL, 0, QDIR_INCOMING, d[0].id, 1, newname));
+	assert_string_equal(newname, "");
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "deferred"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 0);
+	free(longreason);
+	queue_close(q);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 0);
+	queue_close(q);
+}
+
+/* Content over 64 KiB in many DATA records of awkward sizes, NULs and
+ * all: copied byte for byte. */
+static void test_defer_big(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d = { .dir = *state };
+	static const size_t sizes[] = { 100, 300 * 1024, 0, 70000, 1, 200 * 1024, 65536, 65537 };
+	struct buf want = BUF_INIT;
+	char id[QID_LEN + 1], newname[QID_LEN + 1];
+	struct qmsg *m, *w;
+	size_t n, nw, len;
+	int fd;
+
+	assert_non_null(q);
+	struct qfile *f = start(q, id, 2);
+	for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+		char *p = xmalloc(sizes[i] + 1);
+		for (size_t k = 0; k < sizes[i]; k++)
+			p[k] = (char)((k * 31 + i * 7) & 0xff);
+		add(f, QREC_DATA, p, sizes[i]);
+		buf_append(&want, p, sizes[i]);
+		free(p);
+	}
+	queue_submit(f, on_done, &d);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(d.err, 0);
+	m = load(q, QDIR_INCOMING, id, &fd, &n);
+	assert_int_equal(m[0].data_len, want.len);
+	char *c = content(fd, &m[0], 1 << 20, &len);
+	assert_int_equal(len, want.len);
+	assert_memory_equal(c, want.data, len);
+	free(c);
+	struct qdefer v = { &m[0], NULL, 1, 5, false, "busy" };
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_INCOMING, id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_string_equal(newname, id);
+	assert_int_equal(queue_size(q), 1);
+	check_size(q, *state);
+	w = read_back(*state, "deferred", id, &nw);
+	assert_int_equal(nw, 1);
+	assert_int_equal(w[0].nrcpts, 2);
+	static const size_t bufsizes[] = { 7, 4096, 65536, 1 << 20 };
+	for (size_t i = 0; i < ARRAY_LEN(bufsizes); i++)
+		same_content(*state, "deferred", id, &w[0], want.data, want.len, bufsizes[i]);
+	qmsg_free_all(w, nw);
+	buf_free(&want);
+	queue_close(q);
+}
+
+/* Failures leave the old file as it was, nothing in deferred/ or tmp/,
+ * and the count unchanged: the source shrank under us (EIO), and the
+ * disk is full (the file size limit stands in). */
+static void test_defer_failures(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d = { .dir = *state };
+	char id[QID_LEN + 1], newname[QID_LEN + 1], line[512];
+	struct qmsg *m;
+	size_t n, len0, len1;
+	int fd;
+	char body[5000];
+
+	assert_non_null(q);
+	memset(body, 'b', sizeof body);
+	/* The source is cut inside its content after it was loaded. */
+	struct qfile *f = start(q, id, 1);
+	add(f, QREC_DATA, body, sizeof body);
+	queue_submit(f, on_done, &d);
+	assert_int_equal(queue_flush(q), 1);
+	m = load(q, QDIR_INCOMING, id, &fd, &n);
+	assert_int_equal(truncate(path(*state, "incoming", id), m[0].data_offset + 100), 0);
+	struct qdefer v = { &m[0], NULL, 1, 5, false, NULL };
+	cap_begin();
+	assert_false(queue_defer(q, fd, &v, 1, QDIR_INCOMING, id, 1, newname));
+	char *log = cap_end();
+	snprintf(line, sizeof line, "error: %s: write %s/deferred/%s: %s\n", id,
+		 (const char *)*state, id, strerror(EIO));
+	assert_logged(log, line);
+	free(log);
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_true(exists(path(*state, "incoming", id)));
+	assert_int_equal(count_entries(*state, "deferred"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 1);
+	assert_true(queue_remove(q, QDIR_INCOMING, id, 1));
+
+	/* Writes fail: a file of a small message and a larger one. */
+	struct rlimit old, lim;
+	struct done d2 = { .dir = *state };
+	void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
+	submit_one(q, &d, *state);
+	f = start(q, id, 1);
+	add(f, QREC_DATA, body, sizeof body);
+	queue_submit(f, on_done, &d2);
+	assert_int_equal(queue_flush(q), 2);
+	assert_string_equal(d2.file, d.id);
+	char *before = read_file(path(*state, "incoming", d.id), &len0);
+	m = load(q, QDIR_INCOMING, d.id, &fd, &n);
+	assert_int_equal(n, 2);
+	struct qdefer v2[2] = { { &m[0], NULL, 1, 5, false, NULL },
+				{ &m[1], NULL, 1, 5, false, NULL } };
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 1000;
+	cap_begin();
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	bool ok = queue_defer(q, fd, v2, 2, QDIR_INCOMING, d.id, 2, newname);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	log = cap_end();
+	signal(SIGXFSZ, oldsig);
+	assert_false(ok);
+	snprintf(line, sizeof line, "error: %s: write %s/deferred/%s: %s\n", m[0].id,
+		 (const char *)*state, m[0].id, strerror(EFBIG));
+	assert_logged(log, line);
+	free(log);
+	char *after = read_file(path(*state, "incoming", d.id), &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	assert_int_equal(count_entries(*state, "deferred"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	assert_int_equal(queue_size(q), 2);
+	check_size(q, *state);
+	/* With room again, the same call succeeds. */
+	assert_true(queue_defer(q, fd, v2, 2, QDIR_INCOMING, d.id, 2, newname));
+	assert_string_equal(newname, m[0].id);
+	assert_int_equal(queue_size(q), 2);
+	check_size(q, *state);
+	close(fd);
+	qmsg_free_all(m, n);
+	free(before);
+	free(after);
+	queue_close(q);
+}
+
+/* A crash between queue_defer's rename and its removal of the old file
+ * leaves incoming/ID and deferred/ID both (both counted at the next
+ * start). Deferring incoming/ID again replaces deferred/ID: one file is
+ * left, and the count must say so.
+ * Regression (queue_defer): the replaced file's messages were never
+ * taken off queue_size (2 stayed 2). */
+static void test_defer_replaces_crash_leftover(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d;
+	char newname[QID_LEN + 1];
+	struct qmsg *m;
+	size_t n, len;
+	int fd;
+
+	assert_non_null(q);
+	submit_one(q, &d, *state);
+	assert_int_equal(queue_flush(q), 1);
+	char *copy = read_file(path(*state, "incoming", d.id), &len);
+	m = load(q, QDIR_INCOMING, d.id, &fd, &n);
+	struct qdefer v = { &m[0], NULL, 1, 5, false, "later" };
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_INCOMING, d.id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	queue_close(q);
+	write_file(path(*state, "incoming", d.id), copy, len); /* the crash */
+	free(copy);
+	q = queue_open(*state);
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 2);
+	check_size(q, *state);
+	m = load(q, QDIR_INCOMING, d.id, &fd, &n);
+	v = (struct qdefer){ &m[0], NULL, 1, 5, false, "later" };
+	assert_true(queue_defer(q, fd, &v, 1, QDIR_INCOMING, d.id, 1, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "deferred"), 1);
+	size_t size = queue_size(q), disk = count_queued(*state);
+	queue_close(q);
+	if (size != disk)
+		fail_msg("queue_size %zu, %zu message(s) on disk", size, disk);
+}
+
+/* defer_stays_valid: whatever queue_defer is given, it never writes a
+ * file the reader refuses (that file, and every other message in it,
+ * would go to corrupt/ at the next load): it writes a valid file, or
+ * fails and leaves the old one. The first of two messages gets keep0 (it
+ * has one recipient) and tries. */
+static void defer_stays_valid(const char *dir, const char *what, bool keep0, unsigned tries)
+{
+	struct queue *q = queue_open(dir);
+	struct done d[2];
+	char newname[QID_LEN + 1], err[256];
+	struct qmsg *m, *w;
+	size_t n, nw;
+	int fd;
+	const bool keep[1] = { keep0 };
+
+	assert_non_null(q);
+	flush_n(q, d, 2, dir);
+	m = load(q, QDIR_INCOMING, d[0].id, &fd, &n);
+	struct qdefer v[2] = {
+		{ &m[0], keep, tries, 5, false, "x" },
+		{ &m[1], NULL, 1, 5, false, "y" },
+	};
+	cap_begin();
+	bool ok = queue_defer(q, fd, v, 2, QDIR_INCOMING, d[0].id, 2, newname);
+	free(cap_end());
+	close(fd);
+	qmsg_free_all(m, n);
+	if (ok) {
+		if (!qmsg_read_all(path(dir, "deferred", newname), &w, &nw, err, sizeof err)) {
+			queue_close(q);
+			fail_msg("%s: queue_defer wrote deferred/%s, which the reader "
+				 "refuses: %s", what, newname, err);
+		}
+		qmsg_free_all(w, nw);
+	} else {
+		assert_true(exists(path(dir, "incoming", d[0].id)));
+		assert_int_equal(count_entries(dir, "deferred"), 0);
+	}
+	check_size(q, dir);
+	queue_close(q);
+}
+
+/* Regression (defer_records): a message none of whose recipients is kept
+ * was written without any RCPT record. */
+static void test_defer_no_rcpt_kept(void **state)
+{
+	defer_stays_valid(*state, "no recipient kept", false, 1);
+}
+
+/* Regression (defer_records): a try count past 1000000 (parse_retry's
+ * limit) was written as it is. */
+static void test_defer_tries_over_limit(void **state)
+{
+	defer_stays_valid(*state, "tries 1000001", true, 1000001);
+}
+
+/* The same with values the reader takes: a valid file. */
+static void test_defer_tries_at_limit(void **state)
+{
+	defer_stays_valid(*state, "tries 1000000", true, 1000000);
+}
+
+/* ---- qdata_read -------------------------------------------------------------------- */
+
+/* dfile: a message whose content is DATA records of the given sizes (byte
+ * k of record i is (k * 13 + i) & 0xff), into b; the content into want. */
+static void dfile(struct buf *b, struct buf *want, const size_t *sizes, size_t nsizes)
+{
+	put_rec(b, 'V', L("1"), 1);
+	put_rec(b, 'T', L("1"), 1);
+	put_rec(b, 'C', L("c"), 1);
+	put_rec(b, 'S', L(""), 0);
+	put_rec(b, 'R', L("r@example.net"), 13);
+	for (size_t i = 0; i < nsizes; i++) {
+		char *p = xmalloc(sizes[i] + 1);
+		for (size_t k = 0; k < sizes[i]; k++)
+			p[k] = (char)((k * 13 + i) & 0xff);
+		put_rec(b, 'D', p, sizes[i], sizes[i]);
+		buf_append(want, p, sizes[i]);
+		free(p);
+	}
+	put_rec(b, 'E', L(""), 0);
+}
+
+/* Exactly the content, across record boundaries (empty records, records
+ * larger than the buffer), with any buffer size; pread only (the file
+ * offset never moves, two readers share one fd); no content is 0 at
+ * once. */
+static void test_qdata_read(void **state)
+{
+	static const size_t sizes[] = { 0, 1, 7, 70000, 0, 3, 65536, 65537 };
+	static const size_t bufsizes[] = { 1, 2, 5, 4096, 65536, 1 << 20 };
+	struct buf b = BUF_INIT, want = BUF_INIT;
+	const char *p = path(*state, "file", NULL);
+	struct qmsg m;
+	struct qdata d1, d2;
+	char err[256], chunk[1000];
+	size_t len;
+
+	dfile(&b, &want, sizes, ARRAY_LEN(sizes));
+	write_file(p, b.data, b.len);
+	if (!qmsg_read(p, &m, err, sizeof err))
+		fail_msg("qmsg_read: %s", err);
+	assert_int_equal(m.data_len, want.len);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < ARRAY_LEN(bufsizes); i++) {
+		char *c = content(fd, &m, bufsizes[i], &len);
+		assert_int_equal(len, want.len);
+		assert_memory_equal(c, want.data, len);
+		free(c);
+	}
+	assert_int_equal(lseek(fd, 0, SEEK_CUR), 0);
+	/* Two readers on one fd, taking turns. */
+	struct buf g1 = BUF_INIT, g2 = BUF_INIT;
+	long r1 = 1, r2 = 1;
+	qdata_init(&d1, fd, m.data_offset);
+	qdata_init(&d2, fd, m.data_offset);
+	while (r1 > 0 || r2 > 0) {
+		if (r1 > 0 && (r1 = qdata_read(&d1, chunk, sizeof chunk)) > 0)
+			buf_append(&g1, chunk, (size_t)r1);
+		if (r2 > 0 && (r2 = qdata_read(&d2, chunk, 333)) > 0)
+			buf_append(&g2, chunk, (size_t)r2);
+	}
+	assert_int_equal(r1, 0);
+	assert_int_equal(r2, 0);
+	assert_int_equal(g1.len, want.len);
+	assert_int_equal(g2.len, want.len);
+	assert_memory_equal(g1.data, want.data, want.len);
+	assert_memory_equal(g2.data, want.data, want.len);
+	buf_free(&g1);
+	buf_free(&g2);
+	close(fd);
+	qmsg_free(&m);
+	/* No content: 0 at once, without touching the fd. */
+	qdata_init(&d1, -1, -1);
+	assert_int_equal(qdata_read(&d1, chunk, sizeof chunk), 0);
+	assert_int_equal(qdata_read(&d1, chunk, sizeof chunk), 0);
+	buf_free(&b);
+	buf_free(&want);
+}
+
+/* A file cut anywhere from the content to the END header: -1 with EIO,
+ * never a short content that looks complete; cut after it, the whole
+ * content. Also a DATA header over the record limit. */
+static void test_qdata_read_truncated(void **state)
+{
+	static const size_t sizes[] = { 0, 1, 7, 0, 3 };
+	struct buf b = BUF_INIT, want = BUF_INIT;
+	const char *p = path(*state, "file", NULL), *cp = path(*state, "cut", NULL);
+	struct qmsg m;
+	struct qdata d;
+	char err[256], chunk[64];
+
+	dfile(&b, &want, sizes, ARRAY_LEN(sizes));
+	write_file(p, b.data, b.len);
+	if (!qmsg_read(p, &m, err, sizeof err))
+		fail_msg("qmsg_read: %s", err);
+	size_t end = b.len - 5; /* the END header */
+	for (size_t cut = (size_t)m.data_offset; cut <= b.len; cut++) {
+		struct buf got = BUF_INIT;
+		long r;
+		write_file(cp, b.data, cut);
+		int fd = open(cp, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		qdata_init(&d, fd, m.data_offset);
+		errno = 0;
+		while ((r = qdata_read(&d, chunk, 2)) > 0)
+			buf_append(&got, chunk, (size_t)r);
+		int e = errno;
+		close(fd);
+		if (cut < end + 5) {
+			if (r != -1 || e != EIO)
+				fail_msg("cut at %zu of %zu: %ld (%s), want -1 (EIO)", cut, b.len,
+					 r, strerror(e));
+			assert_true(got.len <= want.len);
+		} else {
+			assert_int_equal(r, 0);
+			assert_int_equal(got.len, want.len);
+			assert_memory_equal(got.data, want.data, want.len);
+		}
+		buf_free(&got);
+	}
+	qmsg_free(&m);
+	/* A DATA header past QREC_MAX (in a file that is really that long). */
+	buf_reset(&b);
+	put_rec(&b, 'D', NULL, 0, (unsigned long long)QREC_MAX + 1);
+	write_file(p, b.data, b.len);
+	assert_int_equal(truncate(p, (off_t)QREC_MAX + 100), 0);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	qdata_init(&d, fd, 0);
+	errno = 0;
+	assert_int_equal(qdata_read(&d, chunk, sizeof chunk), -1);
+	assert_int_equal(errno, EIO);
+	close(fd);
+	buf_free(&b);
+	buf_free(&want);
+}
+
+/* Content in DATA records with other records between them: the writer
+ * takes it and the reader counts all of it in data_len, so qdata_read
+ * must give all of it.
+ * Regression (qdata_read): reading stopped at the first record that was
+ * not DATA, so delivery (smtpc.c, bounce.c) and queue_defer's copy got
+ * only "ab" of "abcde". */
+static void test_qdata_read_interleaved(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d = { .dir = *state };
+	char id[QID_LEN + 1];
+	struct qmsg *m;
+	size_t n, len;
+	int fd;
+
+	assert_non_null(q);
+	struct qfile *f = start(q, id, 1);
+	add(f, QREC_DATA, L("ab"));
+	add(f, QREC_RCPT, L("late@example.net"));
+	add(f, QREC_DATA, L("cde"));
+	queue_submit(f, on_done, &d);
+	assert_int_equal(queue_flush(q), 1);
+	assert_int_equal(d.err, 0);
+	m = load(q, QDIR_INCOMING, id, &fd, &n);
+	assert_int_equal(m[0].nrcpts, 2);
+	assert_int_equal(m[0].data_len, 5);
+	char *c = content(fd, &m[0], 4096, &len);
+	bool same = len == 5 && memcmp(c, "abcde", 5) == 0;
+	free(c);
+	close(fd);
+	qmsg_free_all(m, n);
+	queue_close(q);
+	if (!same)
+		fail_msg("qdata_read gave %zu of the 5 content bytes", len);
+}
+
+/* ---- RETRY and REASON records from a hostile hand ---------------------------------- */
+
+#define RETRY_OK R('Y', "1 2 0")
+
+static const struct fcase retry_files[] = {
+	{ "RETRY two fields", { HEAD, RCPT, R('Y', "1 2"), END }, NULL, 0,
+	  "bad RETRY record \"1 2\"", 0, 0 },
+	{ "RETRY not decimal", { HEAD, RCPT, R('Y', "x 1 0"), END }, NULL, 0,
+	  "bad RETRY record \"x 1 0\"", 0, 0 },
+	{ "RETRY four fields", { HEAD, RCPT, R('Y', "1 2 3 4"), END }, NULL, 0,
+	  "bad RETRY record \"1 2 3 4\"", 0, 0 },
+	{ "RETRY empty", { HEAD, RCPT, R('Y', ""), END }, NULL, 0, "bad RETRY record \"\"", 0, 0 },
+	{ "RETRY with NUL", { HEAD, RCPT, R('Y', "1 2\0 0"), END }, NULL, 0,
+	  "NUL byte in RETRY record", 0, 0 },
+	{ "RETRY negative", { HEAD, RCPT, R('Y', "-1 2 0"), END }, NULL, 0,
+	  "bad RETRY record \"-1 2 0\"", 0, 0 },
+	{ "RETRY tries over the limit", { HEAD, RCPT, R('Y', "1000001 2 0"), END }, NULL, 0,
+	  "bad RETRY record \"1000001 2 0\"", 0, 0 },
+	{ "RETRY next overflows", { HEAD, RCPT, R('Y', "1 18446744073709551616 0"), END }, NULL,
+	  0, "bad RETRY record \"1 18446744073709551616 0\"", 0, 0 },
+	{ "RETRY escaped", { HEAD, RCPT, R('Y', "1 2 0\r\n\x1b"), END }, NULL, 0,
+	  "bad RETRY record \"1 2 0\\x0d\\x0a\\x1b\"", 0, 0 },
+	{ "RETRY long", { HEAD, RCPT, R('Y', "1 2 0000000000000000000000000000000000000000000000"
+				     "000000000000000001"), END }, NULL, 0,
+	  "bad RETRY record \"1 2 0000000000000000000000000000\"...", 0, 0 },
+	{ "two RETRYs", { HEAD, RCPT, RETRY_OK, RETRY_OK, END }, NULL, 0, "second RETRY record",
+	  0, 0 },
+	{ "two REASONs", { HEAD, RCPT, R('W', "a"), R('W', "b"), END }, NULL, 0,
+	  "second REASON record", 0, 0 },
+	{ "NUL in REASON", { HEAD, RCPT, R('W', "451\0x"), END }, NULL, 0,
+	  "NUL byte in REASON record", 0, 0 },
+	{ "RETRY before VERSION", { R('Y', "1 2 0"), HEAD, RCPT, END }, NULL, 0,
+	  "missing VERSION record (the first record is RETRY)", 0, 0 },
+	/* Valid ones stay and are counted. */
+	{ "RETRY and REASON", { HEAD, RCPT, R('Y', "7 1700000000000001 1"), R('W', "451 later"),
+				R('D', "x"), END }, NULL, 0, NULL, 1, 1 },
+	{ "RETRY at the limits", { HEAD, RCPT, R('Y', "1000000 18446744073709551615 0"), END },
+	  NULL, 0, NULL, 1, 0 },
+	{ "REASON alone", { HEAD, RCPT, R('W', "x"), END }, NULL, 0, NULL, 1, 0 },
+};
+
+/* Read directly, through queue_open in deferred/, and through queue_load
+ * of a deferred file damaged after it was counted. */
+static void test_retry_records(void **state)
+{
+	char id[ARRAY_LEN(retry_files)][QID_LEN + 1], line[512];
+	size_t valid = 0;
+	struct queue *q = queue_open(*state);
+	struct qmsg m;
+
+	assert_non_null(q);
+	queue_close(q);
+	for (size_t i = 0; i < ARRAY_LEN(retry_files); i++) {
+		const struct fcase *c = &retry_files[i];
+		size_t n;
+		char *data = build(c, &n);
+		write_file(path(*state, "file", NULL), data, n);
+		check_read(path(*state, "file", NULL), c->name, c->expect, &m);
+		if (c->expect == NULL) {
+			assert_int_equal(m.nrcpts, c->nrcpts);
+			assert_int_equal(m.data_len, c->data_len);
+		}
+		if (strcmp(c->name, "RETRY and REASON") == 0) {
+			assert_int_equal(m.tries, 7);
+			assert_true(m.next_us == UINT64_C(1700000000000001));
+			assert_true(m.warned);
+			assert_string_equal(m.reason, "451 later");
+		}
+		if (strcmp(c->name, "RETRY at the limits") == 0) {
+			assert_int_equal(m.tries, 1000000);
+			assert_true(m.next_us == UINT64_MAX);
+			assert_false(m.warned);
+			assert_null(m.reason);
+		}
+		if (strcmp(c->name, "REASON alone") == 0) {
+			assert_int_equal(m.tries, 0);
+			assert_string_equal(m.reason, "x");
+		}
+		qmsg_free(&m);
+		fake_id(id[i], 0x700 + i);
+		write_file(path(*state, "deferred", id[i]), data, n);
+		free(data);
+		valid += c->expect == NULL;
+	}
+	cap_begin();
+	q = queue_open(*state);
+	char *log = cap_end();
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), valid);
+	for (size_t i = 0; i < ARRAY_LEN(retry_files); i++) {
+		bool corrupt = retry_files[i].expect != NULL;
+		snprintf(line, sizeof line, "%s: moved to corrupt/: %s\n", id[i],
+			 retry_files[i].expect);
+		if (corrupt)
+			assert_logged(log, line);
+		if (exists(path(*state, "deferred", id[i])) == corrupt ||
+		    exists(path(*state, "corrupt", id[i])) != corrupt)
+			fail_msg("%s: in the wrong directory", retry_files[i].name);
+	}
+	free(log);
+	check_size(q, *state);
+	/* A counted file rewritten with a hostile RETRY: queue_load refuses
+	 * it, moves it, counts it out. */
+	const char *victim = id[ARRAY_LEN(retry_files) - 1]; /* "REASON alone" */
+	size_t n;
+	char *data = build(&retry_files[0], &n);
+	write_file(path(*state, "deferred", victim), data, n);
+	free(data);
+	struct qmsg *v;
+	int fd;
+	cap_begin();
+	assert_false(queue_load(q, QDIR_DEFERRED, victim, &fd, &v, &n));
+	log = cap_end();
+	snprintf(line, sizeof line, "%s: moved to corrupt/: bad RETRY record \"1 2\"\n", victim);
+	assert_logged(log, line);
+	free(log);
+	assert_int_equal(fd, -1);
+	assert_int_equal(queue_size(q), valid - 1);
+	check_size(q, *state);
+	queue_close(q);
+}
+
+/* WARNED is 0 or 1, nothing else.
+ * Regression (lib/util.c, str_parse_ull): with max 1 (parse_retry's
+ * WARNED field) the overflow check (max - d) / 10 wrapped for a digit
+ * d > max, so "2".."9", "12", "19" and the like passed as numbers. */
+static void test_retry_warned_not_boolean(void **state)
+{
+	static const char *const bad[] = { "1 2 2", "1 2 9", "1 2 12", "1 2 19", "1 2 123" };
+	struct buf fails = BUF_INIT;
+
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		const char *p = path(*state, "file", NULL);
+		struct buf b = BUF_INIT;
+		struct qmsg m;
+		char err[256], want[64];
+		hand_msg(&b, NULL, bad[i]);
+		write_file(p, b.data, b.len);
+		buf_free(&b);
+		snprintf(want, sizeof want, "bad RETRY record \"%s\"", bad[i]);
+		if (qmsg_read(p, &m, err, sizeof err)) {
+			buf_printf(&fails, " \"%s\" (warned %d)", bad[i], m.warned);
+			qmsg_free(&m);
+		} else {
+			assert_string_equal(err, want);
+		}
+	}
+	if (fails.len > 0) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", buf_cstr(&fails));
+		buf_free(&fails);
+		fail_msg("RETRY records accepted:%s", msg);
+	}
+	buf_free(&fails);
+}
+
+/* ---- queue_open and deferred/ --------------------------------------------------------- */
+
+/* deferred/ is checked at start-up like incoming/: valid files counted
+ * (ids after theirs), the rest moved to corrupt/ with a reason. */
+static void test_open_deferred(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[2];
+	char real[QID_LEN + 1], ok1[QID_LEN + 1], cut[QID_LEN + 1], same[QID_LEN + 1];
+	char ahead[QID_LEN + 1], id[QID_LEN + 1], newname[QID_LEN + 1], line[512];
+	struct qmsg *m;
+	size_t n, len;
+	int fd;
+	struct timespec ts;
+
+	assert_non_null(q);
+	flush_n(q, d, 2, *state);
+	m = load(q, QDIR_INCOMING, d[0].id, &fd, &n);
+	struct qdefer v[2] = { { &m[0], NULL, 1, 5, false, "a" }, { &m[1], NULL, 2, 6, true, "b" } };
+	assert_true(queue_defer(q, fd, v, 2, QDIR_INCOMING, d[0].id, 2, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	memcpy(real, newname, sizeof real);
+	queue_close(q);
+
+	fake_id(ok1, 0xE1);
+	hand_file(*state, "deferred", ok1, 3);
+	fake_id(cut, 0xE2);
+	char *valid = read_file(path(*state, "deferred", real), &len);
+	write_file(path(*state, "deferred", cut), valid, len - 1);
+	free(valid);
+	write_file(path(*state, "deferred", "junk"), L(""));
+	assert_int_equal(symlink(path(*state, "deferred", real),
+				 path(*state, "deferred", "00000000000000E3")), 0);
+	/* The same bad name in both directories: neither overwrites. */
+	fake_id(same, 0xE4);
+	write_file(path(*state, "incoming", same), L("V"));
+	write_file(path(*state, "deferred", same), L("V"));
+	/* An id ahead of the clock (two hours: an earlier test used one). */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(ahead, sizeof ahead, "%013llX%03X",
+		 ((unsigned long long)ts.tv_sec + 7200) * 1000000ull, 9u);
+	hand_file(*state, "deferred", ahead, 1);
+	/* What a crashed queue_defer leaves in tmp/. */
+	write_file(path(*state, "tmp", real), L("V\0\0\0\0011"));
+
+	cap_begin();
+	q = queue_open(*state);
+	char *log = cap_end();
+	assert_non_null(q);
+	assert_int_equal(queue_size(q), 2 + 3 + 1);
+	snprintf(line, sizeof line, "%s: moved to corrupt/: message 2: no END record (truncated)\n",
+		 cut);
+	assert_logged(log, line);
+	assert_logged(log, "junk: moved to corrupt/: not a queue file name\n");
+	assert_logged(log, "00000000000000E3: moved to corrupt/: symbolic link\n");
+	snprintf(line, sizeof line, "%s: moved to corrupt/: no END record (truncated)\n", same);
+	assert_logged(log, line);
+	snprintf(line, sizeof line, "%s: removed incomplete queue file (never acknowledged)\n",
+		 real);
+	assert_logged(log, line);
+	free(log);
+	assert_true(exists(path(*state, "corrupt", same)));
+	char alt[QID_LEN + 8];
+	snprintf(alt, sizeof alt, "%s.1", same);
+	assert_true(exists(path(*state, "corrupt", alt)));
+	assert_true(exists(path(*state, "corrupt", cut)));
+	assert_int_equal(count_entries(*state, "corrupt"), 5);
+	assert_int_equal(count_entries(*state, "deferred"), 3);
+	assert_int_equal(count_entries(*state, "incoming"), 0);
+	assert_int_equal(count_entries(*state, "tmp"), 0);
+	check_size(q, *state);
+	struct qfile *f = queue_create(q, id);
+	assert_non_null(f);
+	if (strcmp(id, ahead) <= 0)
+		fail_msg("new id %s not after deferred %s", id, ahead);
+	queue_abort(f);
+	queue_close(q);
+}
+
+/* A deferred file of two messages (RETRY, REASON and all) cut at every
+ * length: queue_open moves every cut that is not a whole message to
+ * corrupt/. */
+static void test_open_deferred_cuts(void **state)
+{
+	struct queue *q = queue_open(*state);
+	struct done d[2];
+	char newname[QID_LEN + 1];
+	struct qmsg *m;
+	size_t n;
+	int fd;
+
+	assert_non_null(q);
+	flush_n(q, d, 2, *state);
+	m = load(q, QDIR_INCOMING, d[0].id, &fd, &n);
+	struct qdefer v[2] = { { &m[0], NULL, 1, 5, false, "451 busy" },
+			       { &m[1], NULL, 2, 6, true, "452 full" } };
+	assert_true(queue_defer(q, fd, v, 2, QDIR_INCOMING, d[0].id, 2, newname));
+	close(fd);
+	qmsg_free_all(m, n);
+	queue_close(q);
+	check_cuts(*state, "deferred", newname, 2);
+}
+
 int main(void)
 {
 	log_set_prefix(0);
@@ -1474,6 +2873,26 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_creates_and_locks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_io_error_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_corrupt_multi_counted_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_basic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_multi, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_big, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_replaces_crash_leftover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_no_rcpt_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_tries_over_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defer_tries_at_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qdata_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qdata_read_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_qdata_read_interleaved, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_warned_not_boolean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_deferred, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_deferred_cuts, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
