@@ -144,6 +144,7 @@ cat > "$work/map.xml" <<'EOF'
     <address>[2001:db8::5]</address>
     <param name="smtp_bind_address" value="127.0.0.5"/>
     <param name="maximal_queue_lifetime" value="3s"/>
+    <param name="delay_warning_time" value="1s"/>
   </instance>
 </map>
 EOF
@@ -212,18 +213,22 @@ if await 15 has_msg "$dsink" "$tok"; then ok; else bad "down.test: not delivered
 eq "$(hdr "$msg" X-Client-Addr)" 127.0.0.2 "down.test: X-Client-Addr"
 if await 5 logged "$work/alpha.log" "to=<user@down.test>" "status=sent"; then ok; else bad "down.test: no sent line"; fi
 
-# --- expiry: delta gives up after 3 s and returns the message. ---
+# --- expiry: delta warns after 1 s, gives up after 3 s and returns the
+# message. ---
 tok=expire-$$
 send delta user@never.test "$tok" bounce-me@dest.test
 if await 20 logged "$work/delta.log" "to=<user@never.test>" "status=expired"; then ok; else
 	bad "never.test: no expiry logged"; logtail "$work/delta.log"; fi
-if await 10 has_msg "$sink" "Final-Recipient: rfc822; user@never.test"; then ok; else
+if await 10 has_msg "$sink" "Action: delayed"; then ok; else
+	bad "never.test: no delay warning (delay_warning_time 1s)"; logtail "$work/delta.log"; fi
+[ -n "$msg" ] && has "$msg" "Final-Recipient: rfc822; user@never.test" "delay warning: the recipient"
+if await 10 has_msg "$sink" "Action: failed"; then ok; else
 	bad "never.test: no bounce at the sink"; logtail "$work/delta.log"; fi
 if [ -n "$msg" ]; then
 	eq "$(hdr "$msg" X-Mail-Args | cut -d' ' -f1)" "<>" "bounce: null sender"
 	eq "$(hdr "$msg" X-Rcpt-Args | cut -d' ' -f1)" "<bounce-me@dest.test>" "bounce: to the sender"
 	eq "$(hdr "$msg" X-Client-Addr)" 127.0.0.5 "bounce: from delta's address"
-	has "$msg" "Action: failed" "bounce: Action"
+	has "$msg" "Final-Recipient: rfc822; user@never.test" "bounce: the recipient"
 	has "$msg" "$tok" "bounce: the original's headers"
 fi
 
