@@ -293,8 +293,10 @@ static void exit_when_drained(struct instance *in)
 		sd_event_exit(in->event, 0);
 }
 
-static void deliveries_idle(void *ctx)
+/* deliveries_changed: a delivery ended or the queue shrank. */
+static void deliveries_changed(void *ctx)
 {
+	status_changed(ctx);
 	exit_when_drained(ctx);
 }
 
@@ -616,7 +618,7 @@ static int run(const struct opts *o)
 	in.qmgr = qmgr_new(in.event, in.queue, c);
 	if (in.qmgr == NULL)
 		msg_fatal("cannot start the queue manager");
-	qmgr_idle_hook(in.qmgr, deliveries_idle, &in);
+	qmgr_hook(in.qmgr, deliveries_changed, &in);
 	in.control = control_open(in.event, cf_str(&c->cf, P_queue_directory), &control_ops, &in);
 	server_init(&in.server, in.event, c);
 	sconf_unref(c);

@@ -37,6 +37,7 @@
 #define USEC 1000000ULL
 #define DNS_CACHE_US (60 * USEC)   /* how long an answer is reused */
 #define DEAD_MAX_US (60 * USEC)    /* a failed destination defers new mail for at most this */
+#define SWEEP_US (60 * USEC)       /* how often unused destinations are forgotten */
 
 enum rstate { R_TODO, R_BUSY, R_DONE, R_DEFER, R_KEEP };
 
@@ -160,9 +161,10 @@ struct qmgr {
 	sd_event_source *kick, *retry;
 	size_t busy, conns;
 	struct oconn *all;
+	uint64_t next_sweep;     /* CLOCK_MONOTONIC: dest_sweep's next run */
 	bool stopping;
-	void (*idle_fn)(void *ctx);
-	void *idle_ctx;
+	void (*hook_fn)(void *ctx);
+	void *hook_ctx;
 };
 
 static void dest_kick(struct dest *d);
@@ -558,6 +560,41 @@ static void file_unlink(struct afile *f)
 	q->nactive -= f->nmsgs;
 }
 
+static void dest_free(struct dest *d)
+{
+	free(d->targets);
+	free(d->dead_why);
+	free(d->key);
+	free(d);
+}
+
+/* dest_sweep (from on_kick only): forget destinations with nothing
+ * queued, no connection, no lookup, and no DNS answer or dead mark still
+ * in force, so memory follows the mail under way, not every domain ever
+ * seen. */
+static void dest_sweep(struct qmgr *q)
+{
+	uint64_t now = now_mono(q);
+	struct htab keep;
+
+	if (now < q->next_sweep)
+		return;
+	q->next_sweep = now + SWEEP_US;
+	htab_init(&keep, true);
+	for (size_t i = 0; i < q->dests.cap; i++) {
+		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		if (d == NULL)
+			continue;
+		if (d->njobs == 0 && d->nconns == 0 && d->query == NULL &&
+		    d->resolved_until <= now && d->dead_until <= now)
+			dest_free(d);
+		else
+			htab_insert(&keep, d->key, d);
+	}
+	htab_free(&q->dests);
+	q->dests = keep;
+}
+
 /* file_finish: every message of f is finished for this pass: remove the
  * file, or rewrite what is left into deferred/. Bounces queued for its
  * messages are committed first. */
@@ -618,6 +655,8 @@ static void file_finish(struct afile *f)
 	afile_free(f);
 	retry_arm(q);
 	sd_event_source_set_enabled(q->kick, SD_EVENT_ONESHOT); /* not recursively */
+	if (q->hook_fn)
+		q->hook_fn(q->hook_ctx);
 }
 
 /* msg_finish: every recipient of m is finished for this pass. */
@@ -757,8 +796,8 @@ static void idle_remove(struct oconn *oc)
 
 static void busy_dec(struct qmgr *q)
 {
-	if (--q->busy == 0 && q->idle_fn)
-		q->idle_fn(q->idle_ctx);
+	if (--q->busy == 0 && q->hook_fn)
+		q->hook_fn(q->hook_ctx);
 }
 
 static const struct smtpc_ops conn_ops;
@@ -1335,9 +1374,12 @@ static void load_some(struct qmgr *q)
 	}
 }
 
+/* on_kick: from the event loop, with nothing of ours on the stack: the
+ * only safe place to free destinations. */
 static int on_kick(sd_event_source *s, void *userdata)
 {
 	(void)s;
+	dest_sweep(userdata);
 	load_some(userdata);
 	return 0;
 }
@@ -1456,10 +1498,10 @@ bool qmgr_set_conf(struct qmgr *q, struct sconf *conf)
 
 size_t qmgr_busy(const struct qmgr *q) { return q->busy; }
 
-void qmgr_idle_hook(struct qmgr *q, void (*fn)(void *ctx), void *ctx)
+void qmgr_hook(struct qmgr *q, void (*fn)(void *ctx), void *ctx)
 {
-	q->idle_fn = fn;
-	q->idle_ctx = ctx;
+	q->hook_fn = fn;
+	q->hook_ctx = ctx;
 }
 
 /* requeue_jobs: queued jobs go back untouched (R_KEEP). */
@@ -1548,10 +1590,7 @@ void qmgr_free(struct qmgr *q)
 		if (d->query)
 			dns_cancel(d->query);
 		requeue_jobs(d);
-		free(d->targets);
-		free(d->dead_why);
-		free(d->key);
-		free(d);
+		dest_free(d);
 	}
 	htab_free(&q->dests);
 	for (struct afile *f = q->files, *next; f; f = next) {

@@ -35,7 +35,8 @@ void qmgr_free(struct qmgr *m);
 /* For the control socket. */
 size_t qmgr_flush(struct qmgr *m);
 bool qmgr_delete(struct qmgr *m, const char *id, char *err, size_t errlen);
-/* qmgr_idle_hook: fn runs when qmgr_busy() drops to 0. */
-void qmgr_idle_hook(struct qmgr *m, void (*fn)(void *ctx), void *ctx);
+/* qmgr_hook: fn runs when qmgr_busy() drops to 0, and when a file's
+ * messages leave the active queue (queue_size() may have changed). */
+void qmgr_hook(struct qmgr *m, void (*fn)(void *ctx), void *ctx);
 
 #endif
