@@ -1210,7 +1210,9 @@ static struct dest *route(struct qmgr *q, const char *rcpt, char *err, size_t er
 	size_t n = strlen(rcpt_domain(rcpt));
 
 	if (n == 0 || n >= sizeof domain) {
-		snprintf(err, errlen, "no domain to deliver to");
+		/* postmaster without a domain (RFC 5321 4.5.1): the instance
+		 * has no mailboxes of its own. */
+		snprintf(err, errlen, "no local delivery on this instance (the recipient has no domain)");
 		return NULL;
 	}
 	for (size_t i = 0; i <= n; i++)

@@ -8,9 +8,10 @@
 # every destination. Mail through each instance must arrive with
 # X-Client-Addr = the instance's address and X-Helo-Args = its
 # myhostname, over IPv4 and IPv6; inbound mail for hosted domains reaches
-# its SMTP and LMTP next hops. Failure paths, each asserted from the sink
-# and the log: a destination down then up, expiry with a bounce, null MX,
-# a mail loop, the source address removed. Then the crash test: kill -9
+# its SMTP and LMTP next hops (LMTP over TCP and over a Unix socket).
+# Failure paths, each asserted from the sink and the log: a destination
+# down then up, a delay warning then expiry with a bounce, null MX, a
+# mail loop, the source address removed. Then the crash test: kill -9
 # during delivery of 10,000 messages, restart, every message delivered.
 # Needs $VHOSTMTA, $VHOSTMTA_INSTANCE and $TOP; needs root (skips
 # otherwise) and ip, ss, swaks, smtp-source, smtp-sink, dnsmasq.
@@ -94,8 +95,9 @@ ip netns exec "$ns" dnsmasq --no-daemon --no-resolv --no-hosts --user=root \
 sinks="$sinks $!"
 
 sink=$work/sink lsink=$work/lsink hsink=$work/hsink dsink=$work/dsink csink=$work/csink
-mkdir "$sink" "$lsink" "$hsink" "$dsink" "$csink"
-chown postfix "$sink" "$lsink" "$hsink" "$dsink" "$csink"
+usink=$work/usink
+mkdir "$sink" "$lsink" "$hsink" "$dsink" "$csink" "$usink"
+chown postfix "$sink" "$lsink" "$hsink" "$dsink" "$csink" "$usink"
 # start_sink DIR ADDR:PORT [-L]: not through nsx: $! is the sink itself.
 start_sink() {
 	ip netns exec "$ns" smtp-sink ${3:-} -u postfix -d "$1/%M." "$2" 100 >> "$work/sink.log" 2>&1 &
@@ -106,9 +108,11 @@ start_sink "$sink" 127.0.0.100:25
 start_sink "$sink" '[2001:db8::100]:25'
 start_sink "$hsink" 127.0.0.100:2526
 start_sink "$lsink" 127.0.0.100:2424 -L
+start_sink "$usink" "unix:$work/lmtp.sock" -L
 for l in 127.0.0.53:53 127.0.0.100:25 '[2001:db8::100]:25' 127.0.0.100:2526 127.0.0.100:2424; do
 	if await 10 listening "$l"; then ok; else bad "nothing listens on $l"; cat "$work/sink.log" "$work/dnsmasq.log"; fi
 done
+if await 10 test -S "$work/lmtp.sock"; then ok; else bad "no LMTP sink on $work/lmtp.sock"; cat "$work/sink.log"; fi
 
 # --- the map, rendered, and its instances started. ---
 cat > "$work/map.xml" <<'EOF'
@@ -130,6 +134,7 @@ cat > "$work/map.xml" <<'EOF'
     <address>127.0.0.3</address>
     <address>[2001:db8::3]</address>
     <domain name="bravo.test" deliver="lmtp:[127.0.0.100]:2424"/>
+    <domain name="bravo-unix.test" deliver="lmtp:unix:@LMTPSOCK@"/>
     <param name="smtp_bind_address" value="127.0.0.3"/>
   </instance>
   <instance name="charlie" myhostname="mail.charlie.test">
@@ -148,6 +153,7 @@ cat > "$work/map.xml" <<'EOF'
   </instance>
 </map>
 EOF
+sed -i "s|@LMTPSOCK@|$work/lmtp.sock|" "$work/map.xml"
 mkdir -p "$work/state"
 expect 0 "render the test map" "$VHOSTMTA" render -m "$work/map.xml" -o "$work/etc" \
 	--state-dir "$work/state"
@@ -199,6 +205,12 @@ if logged "$work/alpha.log" "to=<user@dest.test>" "relay=mx.dest.test[127.0.0.10
 mail_via alpha user@alpha.test "$hsink" 127.0.0.2 mail.alpha.test "alpha inbound (SMTP next hop)" "[$v6_alpha]"
 mail_via bravo user@bravo.test "$lsink" 127.0.0.3 mail.bravo.test "bravo inbound (LMTP next hop)"
 [ -n "${msg:-}" ] && eq "$(hdr "$msg" X-Client-Proto)" LMTP "bravo inbound: protocol"
+tok=unix-$$
+send bravo user@bravo-unix.test "$tok"
+if await 20 has_msg "$usink" "$tok"; then ok; else bad "bravo inbound (LMTP, Unix socket): not delivered"; logtail "$work/bravo.log"; fi
+[ -n "$msg" ] && eq "$(hdr "$msg" X-Helo-Args)" mail.bravo.test "bravo inbound (LMTP, Unix socket): LHLO name"
+if logged "$work/bravo.log" "to=<user@bravo-unix.test>" "relay=localhost[$work/lmtp.sock]" "status=sent"; then
+	ok; else bad "bravo inbound (LMTP, Unix socket): no delivery line"; logtail "$work/bravo.log"; fi
 
 # --- a destination down, then up. ---
 tok=down-$$
