@@ -7,12 +7,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apply.h"
 #include "buf.h"
 #include "cf.h"
+#include "generator.h"
 #include "log.h"
 #include "map.h"
 #include "queuecmd.h"
 #include "render.h"
+#include "run.h"
+#include "runctl.h"
+#include "runspawn.h"
 #include "util.h"
 
 #ifndef SYSCONFDIR
@@ -407,6 +412,122 @@ static int cmd_queue(int argc, char **argv)
 	return qcmd_run(&o);
 }
 
+/* ---- under systemd: apply and the generator ---- */
+
+/* apply: check, render for this host, and have systemd act on the changes. */
+static int cmd_apply(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "map", required_argument, NULL, 'm' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("apply");
+	struct apply_opts o = { .map = DEFAULT_MAP, .outdir = DEFAULT_INSTANCES };
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+m:o:H:nh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'm': o.map = optarg; break;
+		case 'o': o.outdir = optarg; break;
+		case 'H': o.host = optarg; break;
+		case 'n': o.dry_run = true; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error(c, "unexpected argument", argv[optind]);
+	return apply_run(&o);
+}
+
+/* generator: what systemd runs as vhostmta-generator, with -o for tests. */
+static int cmd_generator(int argc, char **argv)
+{
+	const struct command *c = find_command("generator");
+	const char *dir = DEFAULT_INSTANCES;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt(argc, argv, "+o:h")) != -1) {
+		switch (ch) {
+		case 'o': dir = optarg; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (argc - optind != 1 && argc - optind != 3)
+		usage_error(c, "give NORMAL_DIR [EARLY_DIR LATE_DIR]", NULL);
+	return generator_main(argc - optind + 1, argv + optind - 1, dir);
+}
+
+/* ---- without systemd: run and status ---- */
+
+/* run: the supervisor (run.c). */
+static int cmd_run(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "map", required_argument, NULL, 'm' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("run");
+	struct run_opts o = { .map = DEFAULT_MAP };
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+m:o:s:u:H:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'm': o.map = optarg; break;
+		case 'o': o.outdir = optarg; break;
+		case 's': o.state_dir = optarg; break;
+		case 'u': o.user = optarg; break;
+		case 'H': o.host = optarg; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error(c, "unexpected argument", argv[optind]);
+	return run_supervise(&o);
+}
+
+/* status: the instances of a running supervisor. */
+static int cmd_status(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("status");
+	const char *dir = NULL;
+	bool json = false;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+o:jh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'o': dir = optarg; break;
+		case 'j': json = true; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error(c, "unexpected argument", argv[optind]);
+	return run_status(dir, json);
+}
+
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
@@ -472,6 +593,73 @@ static const struct command commands[] = {
 	  "vhostmta, else from " SBINDIR ".\n"
 	  "Exit status: 0 success, 1 an unknown NAME or an instance's command\n"
 	  "failed, 2 usage error.\n" },
+	{ "apply", cmd_apply, "apply [-m MAP] [-o DIR] [--host HOST] [--dry-run]",
+	  "Check the map, render this host's instances into DIR (as render does), then\n"
+	  "have systemd act on what changed: daemon-reload (vhostmta-generator rewrites\n"
+	  "the socket units' Listen lines), then per instance\n"
+	  "  new       start vhostmta@NAME.socket\n"
+	  "  restart   its addresses or port changed: stop vhostmta@NAME.service and\n"
+	  "            .socket, start the socket again\n"
+	  "  reload    other parameters changed: reload vhostmta@NAME.service if it runs\n"
+	  "  removed   stop vhostmta@NAME.socket and .service (its queue is kept)\n"
+	  "and last start " GENERATOR_TARGET ". Unchanged instances are not touched (a socket\n"
+	  "of theirs that is not active is started). A map with errors changes nothing.\n"
+	  "One line per action; a refused or failed action is reported and the others\n"
+	  "are still carried out.\n\n"
+	  "  -m, --map MAP     the map (default " DEFAULT_MAP ")\n"
+	  "  -o, --output DIR  the instances' configuration (default\n"
+	  "                    " DEFAULT_INSTANCES ")\n"
+	  "  -H, --host HOST   realize the instances of HOST (default: this machine's\n"
+	  "                    host name, as hostname(1) prints it)\n"
+	  "  -n, --dry-run     print the plan; write nothing, ask systemd nothing\n\n"
+	  "Exit status: 0 success, 1 the map has errors, systemd cannot be reached or\n"
+	  "an action failed, 2 usage error.\n" },
+	{ "generator", cmd_generator, "generator [-o DIR] NORMAL_DIR [EARLY_DIR LATE_DIR]",
+	  "The systemd generator, installed as " GENERATOR_PROG " (a link to vhostmta).\n"
+	  "For each instance rendered under DIR it writes\n"
+	  "NORMAL_DIR/vhostmta@NAME.socket.d/" GENERATOR_DROPIN " (one ListenStream= per\n"
+	  "inet_interfaces address at smtpd_listen_port) and the link\n"
+	  "NORMAL_DIR/" GENERATOR_TARGET ".wants/vhostmta@NAME.socket. An instance whose\n"
+	  "instance.cf cannot be used is skipped. Logs go to /dev/kmsg (stderr with\n"
+	  "SYSTEMD_LOG_TARGET=console). Always exits 0.\n\n"
+	  "  -o DIR   the rendered instances (default " DEFAULT_INSTANCES ")\n" },
+	{ "run", cmd_run,
+	  "run [-m MAP] [-o DIR] [--state-dir SDIR] [--user USER] [--host HOST]",
+	  "Run the map's instances without systemd, in the foreground, until SIGTERM or\n"
+	  "SIGINT. Check the map (any error: nothing starts), render it into DIR, bind\n"
+	  "each instance's listening sockets (IP_FREEBIND) and start vhostmta-instance\n"
+	  "-c DIR/NAME/instance.cf for each, as USER, with the sockets passed as systemd\n"
+	  "passes them (LISTEN_FDS) and a NOTIFY_SOCKET of the supervisor's. The\n"
+	  "supervisor keeps the sockets open for good: a restart refuses no connection.\n"
+	  "  a crash        the instance is restarted after 0.1 s, doubling up to 30 s\n"
+	  "                 while it keeps crashing (a minute up starts over)\n"
+	  "  idle exit      (idle_exit_time) its next connection starts it again\n"
+	  "  SIGHUP         read and render the map again; errors change nothing; new\n"
+	  "                 instances start, instances whose addresses or port changed\n"
+	  "                 restart, others that changed reload, removed ones stop;\n"
+	  "                 unchanged instances are not touched\n"
+	  "  SIGTERM/SIGINT stop every instance (SIGTERM: they drain; SIGKILL after\n"
+	  "                 90 s), then exit 0; queued mail stays in SDIR/NAME\n"
+	  "One log line per event on standard error; the instances' lines too.\n\n"
+	  "  -m, --map MAP        the map (default " DEFAULT_MAP ")\n"
+	  "  -o, --output DIR     where to render (default " RUN_ROOT_DIR " as\n"
+	  "                       root, else $XDG_RUNTIME_DIR/vhostmta/instances)\n"
+	  "  -s, --state-dir SDIR the queues, SDIR/NAME (default " RENDER_VHOSTMTA_STATE "\n"
+	  "                       as root, else $XDG_STATE_HOME/vhostmta)\n"
+	  "  -u, --user USER      the instances' user (default " RUN_DEFAULT_USER " if it exists,\n"
+	  "                       else " RUN_FALLBACK_USER "; never root); not root: the caller\n"
+	  "  -H, --host HOST      realize the instances of HOST (default: this machine's\n"
+	  "                       host name, as hostname(1) prints it)\n\n"
+	  "Exit status: 0 after SIGTERM or SIGINT, 1 it could not start, 2 usage error.\n" },
+	{ "status", cmd_status, "status [-o DIR] [--json]",
+	  "Ask the running `vhostmta run` of DIR (through DIR/" RUNCTL_NAME ") about its\n"
+	  "instances, one row each: name, state (starting, running, stopping,\n"
+	  "restarting after a crash, on-demand after an idle exit, failed), pid, uptime,\n"
+	  "sessions and queued messages (as the instance last reported them), restarts\n"
+	  "and the last error.\n\n"
+	  "  -o, --output DIR  the directory run renders into (default as for run)\n"
+	  "  -j, --json        a JSON object instead of the table\n\n"
+	  "Exit status: 0, 1 no vhostmta run is running for DIR, 2 usage error.\n" },
 	{ "help", cmd_help, "help [COMMAND]", "Show the help of vhostmta or of one command.\n" },
 };
 
@@ -517,6 +705,10 @@ int main(int argc, char **argv)
 	int i = 1;
 
 	log_init("vhostmta");
+	/* Run by systemd through the link vhostmta-generator. */
+	const char *base = strrchr(argv[0], '/');
+	if (strcmp(base ? base + 1 : argv[0], GENERATOR_PROG) == 0)
+		return generator_main(argc, argv, DEFAULT_INSTANCES);
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) {
 			log_set_verbose(log_verbose() + 1);

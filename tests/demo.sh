@@ -1,16 +1,21 @@
 #!/bin/sh
-# demo.sh VHOSTMTA: the example map checked, listed and rendered, then its
-# three instances started on 127.0.0.2-4 (port 2525), one message sent
+# demo.sh VHOSTMTA: the example map checked and listed, then run by
+# `vhostmta run` (three instances on 127.0.0.2-4, port 2525), one message sent
 # through each to smtp-sink on 127.0.0.100, and the address and EHLO name
-# each arrived with shown. The manager's `vhostmta run`
-# (a later step) will start the fleet itself; this script does it by hand.
+# each arrived with shown.
 set -u
 vhostmta=$1
 instance=$(dirname "$vhostmta")/vhostmta-instance
 top=$(cd "$(dirname "$0")/.." && pwd)
 map=$top/templates/example-map.xml
-out=$top/build/demo
-state=$out/state
+# Under /tmp, not the source tree: the instances run as an unprivileged
+# user, who must reach their configuration (a clone under /root is 0700).
+base=${TMPDIR:-/tmp}/vhostmta-demo
+rm -rf "$base"
+mkdir -p "$base"
+chmod 755 "$base"
+out=$base/instances
+state=$base/state
 pids=
 
 stop() {
@@ -25,40 +30,40 @@ echo
 echo "== vhostmta list: one instance per address"
 "$vhostmta" list -m "$map"
 echo
-echo "== vhostmta render -o $out --state-dir $state"
-"$vhostmta" render -m "$map" -o "$out" --state-dir "$state" || exit 1
-echo
-echo "== ${out}/alpha/instance.cf"
-cat "$out/alpha/instance.cf"
-echo
+echo "== vhostmta run -m templates/example-map.xml -o $out --state-dir $state"
+echo "   (the supervisor without systemd: it renders the map, binds every"
+echo "   instance's addresses and starts one vhostmta-instance per address,"
+echo "   as an unprivileged user, with the sockets passed as systemd would)"
 rm -rf "$state"
 mkdir -p "$state"
-for n in alpha bravo charlie; do
-	"$instance" -c "$out/$n/instance.cf" > "$out/$n.log" 2>&1 &
-	pids="$pids $!"
-done
-# Wait until the three listen (at most 5 s).
+"$vhostmta" run -m "$map" -o "$out" --state-dir "$state" > "$base/run.log" 2>&1 &
+pids="$pids $!"
+# Wait until the three listen (at most 10 s).
 i=0
-while [ "$(ss -ltn 2>/dev/null | grep -cE '127\.0\.0\.[234]:2525')" -lt 3 ] && [ $i -lt 50 ]; do
+while [ "$(ss -ltn 2>/dev/null | grep -cE '127\.0\.0\.[234]:2525')" -lt 3 ] && [ $i -lt 100 ]; do
 	sleep 0.1; i=$((i + 1))
 done
-echo "== three instances, each listening on its own address only:"
-ss -ltnp 2>/dev/null | grep -E '127\.0\.0\.[234]:2525' | awk '{print "   " $4, $6}'
+sleep 0.3
+"$vhostmta" status -o "$out" | sed 's/^/   /'
 echo
+echo "== ${out}/alpha/instance.cf (rendered)"
+sed 's/^/   /' "$out/alpha/instance.cf"
+echo
+
 # The destinations: smtp-sink (Postfix's test server) on 127.0.0.100 writes
 # every message it gets, with the client's address (X-Client-Addr) and EHLO
 # name (X-Helo-Args): alpha.test's next hop (SMTP, port 2526), bravo.test's
 # (LMTP, port 2424), and port 25 for mail to the address literal
 # [127.0.0.100], the outbound example.
-sink=$out/sink
+sink=$base/sink
 rm -rf "$sink"
 mkdir -p "$sink"
 if command -v smtp-sink >/dev/null && id postfix >/dev/null 2>&1; then
 	chown postfix "$sink"
-	chmod 755 "$out"
+	chmod 755 "$base"
 	for l in 127.0.0.100:2526 "-L 127.0.0.100:2424" 127.0.0.100:25; do
 		set -- $l
-		smtp-sink -u postfix -d "$sink/%M." "$@" 20 >> "$out/sink.log" 2>&1 &
+		smtp-sink -u postfix -d "$sink/%M." "$@" 20 >> "$base/sink.log" 2>&1 &
 		pids="$pids $!"
 	done
 	sleep 0.3
@@ -81,7 +86,7 @@ send() { # NAME TO WHAT
 		msg=$(grep -lF "$tok" "$sink"/* 2>/dev/null | head -n 1)
 		sleep 0.1; i=$((i + 1))
 	done
-	echo "   log: $(grep -m1 'status=' "$out/$1.log")"
+	echo "   log: $(grep -m1 "vhostmta/$1: .*status=" "$base/run.log")"
 	if [ -n "$msg" ]; then
 		echo "   arrived: X-Client-Addr: $(hdr "$msg" X-Client-Addr), X-Helo-Args: $(hdr "$msg" X-Helo-Args)"
 	else
@@ -96,9 +101,10 @@ cat <<EOT
 Each instance received on its own address, with its own name in the
 greeting, queued the message durably and delivered it from that same
 address (X-Client-Addr) with that same EHLO name (X-Helo-Args).
-The demo stopped them again; to run one yourself:
-  $instance -c $out/alpha/instance.cf &
+The demo stopped the fleet again; to run it yourself:
+  $vhostmta run -m $map -o $out --state-dir $state &
   swaks --server 127.0.0.2:2525 --from you@example.test --to user@alpha.test
+  $vhostmta status -o $out       # the instances, their pids and queues
   $vhostmta queue -o $out        # what is queued, like mailq
 The Postfix backend runs the same map with real Postfix: docs/postfix.md.
 EOT
