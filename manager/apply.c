@@ -273,6 +273,114 @@ static bool render_scratch(const struct map *m, const struct render_opts *ro,
 	return ok;
 }
 
+/* ---- pending changes: what a failed apply has not carried out ----------------- */
+
+/* Render compares the new files with the old ones, so once they are
+ * written the difference is gone: if systemd then refuses something (or
+ * apply is killed), the next apply would see nothing to do. The changes
+ * are therefore kept in OUTDIR/.apply-pending until systemd has carried
+ * them all out, and merged into the next apply's. */
+#define PENDING ".apply-pending"
+#define PENDING_MAX (1u << 20)
+
+static const char *const change_word[] = {
+	[CHANGE_NEW] = "new", [CHANGE_RESTART] = "restart",
+	[CHANGE_RELOAD] = "reload", [CHANGE_REMOVED] = "removed",
+};
+
+/* merge_change: one change standing for an older one and a newer one. */
+static enum render_change merge_change(enum render_change old, enum render_change cur)
+{
+	if (cur == CHANGE_REMOVED)
+		return CHANGE_REMOVED;
+	if (old == CHANGE_REMOVED || old == CHANGE_RESTART || cur == CHANGE_RESTART)
+		return CHANGE_RESTART;
+	if (old == CHANGE_NEW || cur == CHANGE_NEW)
+		return CHANGE_NEW;
+	return CHANGE_RELOAD;
+}
+
+static bool pending_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > MAP_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
+	}
+	return true;
+}
+
+/* merge_one: name's older change into st's items. */
+static void merge_one(struct render_stats *st, const char *name, size_t n, enum render_change old)
+{
+	for (size_t i = 0; i < st->nitems; i++) {
+		struct render_item *it = &st->items[i];
+		if (strlen(it->name) == n && memcmp(it->name, name, n) == 0) {
+			it->change = merge_change(old, it->change);
+			return;
+		}
+	}
+	st->items = xreallocarray(st->items, st->nitems + 1, sizeof *st->items);
+	struct render_item *it = &st->items[st->nitems++];
+	snprintf(it->name, sizeof it->name, "%.*s", (int)n, name);
+	it->change = old;
+}
+
+/* merge_pending: the changes an earlier apply left undone, into st. */
+static void merge_pending(const char *outdir, struct render_stats *st)
+{
+	struct buf text = BUF_INIT;
+	int dirfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dirfd < 0)
+		return;
+	if (read_small(dirfd, PENDING, &text) && text.len <= PENDING_MAX) {
+		for (const char *p = buf_cstr(&text); *p;) {
+			const char *eol = strchr(p, '\n');
+			size_t len = eol ? (size_t)(eol - p) : strlen(p);
+			const char *sp = memchr(p, ' ', len);
+			for (int c = 0; sp && *p != '#' && c < (int)ARRAY_LEN(change_word); c++)
+				if (strlen(change_word[c]) == len - (size_t)(sp + 1 - p) &&
+				    memcmp(sp + 1, change_word[c], strlen(change_word[c])) == 0 &&
+				    pending_name_ok(p, (size_t)(sp - p)))
+					merge_one(st, p, (size_t)(sp - p), (enum render_change)c);
+			p += len + (eol != NULL);
+		}
+	}
+	buf_free(&text);
+	close(dirfd);
+}
+
+/* save_pending: st's changes, durably, before systemd is asked for any. */
+static bool save_pending(const char *outdir, const struct render_stats *st)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	struct buf text = BUF_INIT;
+
+	snprintf(path, sizeof path, "%s/" PENDING, outdir);
+	snprintf(tmp, sizeof tmp, "%s/" PENDING ".tmp", outdir);
+	if (st->nitems == 0)
+		return unlink(path) == 0 || errno == ENOENT;
+	buf_puts(&text, "# vhostmta apply: changes systemd has not carried out yet\n");
+	for (size_t i = 0; i < st->nitems; i++)
+		buf_printf(&text, "%s %s\n", st->items[i].name, change_word[st->items[i].change]);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	bool ok = fd >= 0 && (size_t)write(fd, buf_cstr(&text), text.len) == text.len &&
+		  fsync(fd) == 0;
+	if (fd >= 0 && close(fd) != 0)
+		ok = false;
+	ok = ok && rename(tmp, path) == 0;
+	if (!ok) {
+		fprintf(stderr, "vhostmta apply: %s: %s\n", path, strerror(errno));
+		unlink(tmp);
+	}
+	buf_free(&text);
+	return ok;
+}
+
 /* ---- systemd ----------------------------------------------------------------- */
 
 struct bus {
@@ -572,6 +680,7 @@ static int dry_run(const struct apply_opts *o, const struct map *m, const struct
 		fprintf(stderr, "vhostmta apply: cannot work out the plan, nothing changed\n");
 		return 1;
 	}
+	merge_pending(ro->outdir, &st);
 	plan_items(&p, &st);
 	printf("daemon-reload\n");
 	for (int phase = 1; phase <= 2; phase++)
@@ -616,6 +725,8 @@ static int real_run(const struct apply_opts *o, const struct map *m, const struc
 		return 1;
 	}
 	b.plan = &p;
+	merge_pending(o->outdir, &st);
+	bool saved = save_pending(o->outdir, &st);
 	plan_items(&p, &st);
 	failed += daemon_reload(&b);
 	if (failed == 0 && bus_subscribe(&b) < 0)
@@ -629,6 +740,11 @@ static int real_run(const struct apply_opts *o, const struct map *m, const struc
 		failed += run_phase(&b, 4);
 	}
 	summary(o, &st, false);
+	if (failed == 0) {
+		struct render_stats done = { 0 };
+		saved = save_pending(o->outdir, &done);
+	}
+	failed += !saved;
 	if (failed)
 		fprintf(stderr, "vhostmta apply: %u action%s failed\n", failed, failed == 1 ? "" : "s");
 	plan_free(&p);

@@ -133,9 +133,14 @@ static size_t listen_lines(const struct cf *cf, const char *path, struct buf *ou
 	struct iflist parsed, want;
 	char err[200], ip[IPADDR_STRLEN];
 	const char *protocols = cf_str(cf, P_inet_protocols);
-	unsigned port = (unsigned)cf_num(cf, P_smtpd_listen_port);
+	long long port = 0;
 	size_t n = 0;
 
+	if (!param_check_value(P_smtpd_listen_port, cf_str(cf, P_smtpd_listen_port), &port, err,
+			       sizeof err)) {
+		gen_log(LOG_ERR, "%s: smtpd_listen_port: %s", path, err);
+		return 0;
+	}
 	if (!iflist_parse(cf_str(cf, P_inet_interfaces), &parsed, err, sizeof err)) {
 		gen_log(LOG_ERR, "%s: inet_interfaces: %s", path, err);
 		return 0;
@@ -158,7 +163,7 @@ static size_t listen_lines(const struct cf *cf, const char *path, struct buf *ou
 		if (!family_wanted(protocols, a.family))
 			continue;
 		ipaddr_format(&a, ip);
-		buf_printf(out, a.family == AF_INET6 ? "ListenStream=[%s]:%u\n" : "ListenStream=%s:%u\n",
+		buf_printf(out, a.family == AF_INET6 ? "ListenStream=[%s]:%lld\n" : "ListenStream=%s:%lld\n",
 			   ip, port);
 		n++;
 	}
@@ -167,6 +172,25 @@ static size_t listen_lines(const struct cf *cf, const char *path, struct buf *ou
 		gen_log(LOG_ERR, "%s: inet_interfaces has no address for inet_protocols = %s", path,
 			protocols);
 	return n;
+}
+
+/* listen_params_ok: the parameters that make the sockets are sound, even
+ * if others in the file are not. Keeping the sockets of such an instance
+ * matters: at a daemon-reload systemd closes the sockets of a socket unit
+ * that lost its Listen lines, and a unit left without sockets does not
+ * get them back before it is restarted. */
+static bool listen_params_ok(const struct cf *cf)
+{
+	static const enum param_id ids[] = { P_inet_interfaces, P_inet_protocols,
+					     P_smtpd_listen_port };
+	char err[200];
+
+	if (!cf_is_set(cf, P_inet_interfaces))
+		return false;
+	for (size_t i = 0; i < ARRAY_LEN(ids); i++)
+		if (!param_check_value(ids[i], cf_str(cf, ids[i]), NULL, err, sizeof err))
+			return false;
+	return true;
 }
 
 /* read_instance: the drop-in's text for instance name, false after an
@@ -186,8 +210,12 @@ static bool read_instance(const char *instances, int dirfd, const char *name, st
 		return false;
 	}
 	cf_init(&cf);
-	bool ok = cf_parse_file(&cf, path, &d);
-	ok = cf_finalize(&cf, path, &d) && ok && d.errors == 0;
+	bool clean = cf_parse_file(&cf, path, &d);
+	clean = cf_finalize(&cf, path, &d) && clean && d.errors == 0;
+	bool ok = clean || listen_params_ok(&cf);
+	if (!clean && ok)
+		gen_log(LOG_WARNING, "%s has errors: the instance will refuse it, but its sockets "
+			"are kept (vhostmta apply rewrites the file)", path);
 	if (ok) {
 		buf_printf(out, "# Written by " GENERATOR_PROG " from %s; regenerated at every\n"
 				"# daemon-reload: change the map and run vhostmta apply.\n[Socket]\n",

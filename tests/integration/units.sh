@@ -149,8 +149,9 @@ mkdir -p "$gen/none"
 if SYSTEMD_LOG_TARGET=console "$VHOSTMTA" generator -o "$work/missing" "$gen/none" > "$work/none.out" 2>&1 &&
 	[ -z "$(ls -A "$gen/none")" ] && [ ! -s "$work/none.out" ]; then ok; else bad "generator with no instances"; cat "$work/none.out"; fi
 
-# ---- a broken instance.cf (edited by hand): that instance is skipped and
-# logged, the others written, exit 0 ----
+# ---- a broken instance.cf (edited by hand): an instance whose addresses
+# cannot be read is skipped, one with other errors keeps its sockets (at a
+# daemon-reload systemd would close them for good); both logged; exit 0 ----
 cp -r "$inst" "$work/inst-broken"
 sed -i 's/^inet_interfaces = .*/inet_interfaces = 999.1.2.3/' "$work/inst-broken/bravo/instance.cf"
 printf 'no_such_parameter = 1\n' >> "$work/inst-broken/charlie/instance.cf"
@@ -158,11 +159,15 @@ mkdir -p "$gen/broken"
 if SYSTEMD_LOG_TARGET=console "$VHOSTMTA" generator -o "$work/inst-broken" "$gen/broken" > "$work/broken.out" 2>&1; then ok; else bad "generator exit $? on a broken instance.cf"; fi
 (cd "$gen/broken" && find . | LC_ALL=C sort) > "$work/broken.tree"
 printf '%s\n' . ./vhostmta.target.wants ./vhostmta.target.wants/vhostmta@alpha.socket \
-	./vhostmta@alpha.socket.d ./vhostmta@alpha.socket.d/50-listen.conf > "$work/broken.expected"
-same "generator with broken instances writes only alpha" "$work/broken.expected" "$work/broken.tree"
+	./vhostmta.target.wants/vhostmta@charlie.socket \
+	./vhostmta@alpha.socket.d ./vhostmta@alpha.socket.d/50-listen.conf \
+	./vhostmta@charlie.socket.d ./vhostmta@charlie.socket.d/50-listen.conf > "$work/broken.expected"
+same "generator with broken instances skips bravo only" "$work/broken.expected" "$work/broken.tree"
+grep -qx 'ListenStream=192.0.2.12:25' "$gen/broken/vhostmta@charlie.socket.d/50-listen.conf" && ok || bad "charlie's kept socket"
 if grep -q '^<[0-9]*>vhostmta-generator: .*bravo/instance.cf.*inet_interfaces' "$work/broken.out" &&
 	grep -q '^<[0-9]*>vhostmta-generator: .*charlie/instance.cf:[0-9]*: error: unknown parameter' "$work/broken.out" &&
-	grep -q 'instance bravo skipped' "$work/broken.out"; then ok; else bad "generator log lines for broken instances:"; cat "$work/broken.out"; fi
+	grep -q 'instance bravo skipped' "$work/broken.out" &&
+	grep -q 'charlie/instance.cf has errors: .* its sockets are kept' "$work/broken.out"; then ok; else bad "generator log lines for broken instances:"; cat "$work/broken.out"; fi
 # Without SYSTEMD_LOG_TARGET the lines go to the kernel log (as root).
 if [ -w /dev/kmsg ] && dmesg > /dev/null 2>&1; then
 	mkdir -p "$gen/kmsg"
@@ -212,6 +217,23 @@ same "apply --dry-run writes nothing" "$work/inst.before" "$work/inst.after2"
 # An unchanged map: no instance action at all.
 "$VHOSTMTA" apply -n -m "$work/map.xml" -o "$inst" > "$work/plan3.out" 2>&1
 if [ "$(grep -c '^\(start\|stop\|reload\) vhostmta@' "$work/plan3.out")" = 0 ]; then ok; else bad "apply -n on the applied map plans actions:"; cat "$work/plan3.out"; fi
+
+# ---- changes a failed apply left undone are kept for the next one ----
+printf '# left by a failed apply\nbravo restart\ncharlie new\nzulu removed\nbad/name new\nalpha bogus\n' > "$inst/.apply-pending"
+cat > "$work/plan4.expected" <<EOF
+daemon-reload
+stop vhostmta@bravo.service (bravo: restart (listeners changed))
+stop vhostmta@bravo.socket (bravo: restart (listeners changed))
+stop vhostmta@zulu.socket (zulu: removed)
+stop vhostmta@zulu.service (zulu: removed)
+start vhostmta@bravo.socket (bravo: restart (listeners changed))
+start vhostmta@charlie.socket (charlie: new)
+start vhostmta.target
+$work/map.xml: 3 instances: 1 new, 1 restarted, 0 reloaded, 1 removed (dry run: nothing changed)
+EOF
+"$VHOSTMTA" apply -n -m "$work/map.xml" -o "$inst" > "$work/plan4.out" 2>&1
+same "apply --dry-run merges the pending changes" "$work/plan4.expected" "$work/plan4.out"
+rm -f "$inst/.apply-pending"
 
 # ---- apply without systemd: refuses before rendering anything ----
 if [ ! -S /run/systemd/private ] && [ ! -S /run/dbus/system_bus_socket ]; then
