@@ -27,6 +27,10 @@ MIRROR=${VHOSTMTA_TEST_MIRROR:-http://deb.debian.org/debian}
 
 skip() { echo "systemd: SKIP: $*"; exit 0; }
 [ "$(id -u)" = 0 ] || skip "needs root (namespaces, debootstrap)"
+# The service's sandbox (PrivateUsers=) needs user namespaces, which the
+# kernel refuses inside a chroot and some containers refuse outright.
+unshare --user --map-root-user true 2> /dev/null ||
+	skip "this machine refuses user namespaces (a chroot or a restricted container): the units' PrivateUsers= cannot work here"
 for t in debootstrap unshare nsenter swaks smtp-source smtp-sink ip; do
 	command -v $t > /dev/null || { echo "systemd: FAIL: $t missing (configure --install-deps)"; exit 1; }
 done
