@@ -388,6 +388,7 @@ struct bus {
 	sd_bus_slot *slot;
 	struct plan *plan;
 	size_t pending;
+	const char *cmd; /* the command, in messages: "apply" or "wake" */
 };
 
 /* bus_open: systemd's private socket as root (what systemctl uses: it
@@ -447,7 +448,7 @@ static int bus_subscribe(struct bus *b)
 	if (r >= 0)
 		r = sd_bus_call_method(b->bus, SD_DEST, SD_PATH, SD_MANAGER, "Subscribe", &e, NULL, "");
 	if (r < 0)
-		fprintf(stderr, "vhostmta apply: subscribing to systemd's job signals: %s\n",
+		fprintf(stderr, "vhostmta %s: subscribing to systemd's job signals: %s\n", b->cmd,
 			e.message ? e.message : strerror(-r));
 	sd_bus_error_free(&e);
 	return r;
@@ -493,8 +494,8 @@ static bool queue_job(struct bus *b, struct step *s)
 		s->job = xstrdup(path);
 		b->pending++;
 	} else {
-		fprintf(stderr, "vhostmta apply: %s %s: systemd refused: %s\n", verb_name[s->verb],
-			s->unit, e.message ? e.message : strerror(-r));
+		fprintf(stderr, "vhostmta %s: %s %s: systemd refused: %s\n", b->cmd,
+			verb_name[s->verb], s->unit, e.message ? e.message : strerror(-r));
 		s->failed = true;
 	}
 	sd_bus_message_unref(reply);
@@ -522,7 +523,7 @@ static bool wait_jobs(struct bus *b)
 		if (r == 0 && now < deadline)
 			r = sd_bus_wait(b->bus, deadline - now);
 		if (r < 0 || now >= deadline) {
-			fprintf(stderr, "vhostmta apply: waiting for systemd's jobs: %s\n",
+			fprintf(stderr, "vhostmta %s: waiting for systemd's jobs: %s\n", b->cmd,
 				r < 0 ? strerror(-r) : "timed out");
 			return false;
 		}
@@ -564,8 +565,8 @@ static unsigned run_phase(struct bus *b, int phase)
 			continue;
 		}
 		if (!s->failed)
-			fprintf(stderr, "vhostmta apply: %s %s (%s): job %s; see systemctl status %s\n",
-				verb_name[s->verb], s->unit, s->why, res, s->unit);
+			fprintf(stderr, "vhostmta %s: %s %s (%s): job %s; see systemctl status %s\n",
+				b->cmd, verb_name[s->verb], s->unit, s->why, res, s->unit);
 		failed++;
 	}
 	return failed + (waited ? 0 : 1);
@@ -696,7 +697,7 @@ static int dry_run(const struct apply_opts *o, const struct map *m, const struct
 
 static int real_run(const struct apply_opts *o, const struct map *m, const struct render_opts *ro)
 {
-	struct bus b = { 0 };
+	struct bus b = { .cmd = "apply" };
 	struct render_stats st;
 	struct plan p = { 0 };
 	unsigned failed = 0;
@@ -752,6 +753,34 @@ static int real_run(const struct apply_opts *o, const struct map *m, const struc
 	sd_bus_slot_unref(b.slot);
 	sd_bus_flush_close_unref(b.bus);
 	close(lock);
+	return failed ? 1 : 0;
+}
+
+int apply_start_units(const char *cmd, const char *const *units, const char *const *whys,
+		      size_t n)
+{
+	struct bus b = { .cmd = cmd };
+	struct plan p = { 0 };
+	sd_bus_error e = SD_BUS_ERROR_NULL;
+	unsigned failed = 0;
+	int r;
+
+	if (n == 0)
+		return 0;
+	if ((r = bus_open(&b)) < 0 || (r = bus_ping(&b, &e)) < 0) {
+		fprintf(stderr, "vhostmta %s: cannot reach systemd: %s\n", cmd,
+			e.message ? e.message : strerror(-r));
+		sd_bus_error_free(&e);
+		sd_bus_unref(b.bus);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		add_step(&p, 1, V_START, NULL, units[i], whys[i]);
+	b.plan = &p;
+	failed = bus_subscribe(&b) < 0 ? 1 : run_phase(&b, 1);
+	plan_free(&p);
+	sd_bus_slot_unref(b.slot);
+	sd_bus_flush_close_unref(b.bus);
 	return failed ? 1 : 0;
 }
 

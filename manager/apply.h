@@ -14,6 +14,7 @@
 #define VHOSTMTA_APPLY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct apply_opts {
 	const char *map;
@@ -27,5 +28,12 @@ struct apply_opts {
  * systemd cannot be reached (nothing changed) or refused an action (the
  * others were still carried out). */
 int apply_run(const struct apply_opts *o);
+
+/* apply_start_units: start the n units over sd-bus (as apply reaches
+ * systemd) and wait for every job; "start UNIT (WHY)" on stdout for each
+ * one done, errors on stderr as "vhostmta CMD: ...". Returns 0, or 1 when
+ * systemd cannot be reached or refused or failed a start. */
+int apply_start_units(const char *cmd, const char *const *units, const char *const *whys,
+		      size_t n);
 
 #endif

@@ -19,6 +19,7 @@
 #include "runctl.h"
 #include "runspawn.h"
 #include "util.h"
+#include "wake.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -465,6 +466,31 @@ static int cmd_generator(int argc, char **argv)
 	return generator_main(argc - optind + 1, argv + optind - 1, dir);
 }
 
+/* wake: start the instances with mail in their queues (vhostmta-wake.service). */
+static int cmd_wake(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const struct command *c = find_command("wake");
+	const char *dir = DEFAULT_INSTANCES;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'o': dir = optarg; break;
+		case 'h': show_help(c); break;
+		default: usage_error(c, "bad option", NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error(c, "unexpected argument", argv[optind]);
+	return wake_run(dir);
+}
+
 /* ---- without systemd: run and status ---- */
 
 /* run: the supervisor (run.c). */
@@ -623,6 +649,18 @@ static const struct command commands[] = {
 	  "instance.cf cannot be used is skipped. Logs go to /dev/kmsg (stderr with\n"
 	  "SYSTEMD_LOG_TARGET=console). Always exits 0.\n\n"
 	  "  -o DIR   the rendered instances (default " DEFAULT_INSTANCES ")\n" },
+	{ "wake", cmd_wake, "wake [-o DIR]",
+	  "Start vhostmta@NAME.service for each instance rendered under DIR whose queue\n"
+	  "(its instance.cf's queue_directory) holds mail in incoming/ or deferred/:\n"
+	  "socket activation starts an instance only on a connection, so after a boot\n"
+	  "or a restart of " GENERATOR_TARGET " its queued mail would wait for one.\n"
+	  "vhostmta-wake.service runs it each time the target starts. Instances with\n"
+	  "an empty queue are not touched. One line per start:\n"
+	  "  start vhostmta@NAME.service (NAME: N queue files)\n\n"
+	  "  -o, --output DIR  the instances' configuration (default\n"
+	  "                    " DEFAULT_INSTANCES ")\n\n"
+	  "Exit status: 0 success, 1 a queue could not be read, systemd cannot be\n"
+	  "reached or a start failed, 2 usage error.\n" },
 	{ "run", cmd_run,
 	  "run [-m MAP] [-o DIR] [--state-dir SDIR] [--user USER] [--host HOST]",
 	  "Run the map's instances without systemd, in the foreground, until SIGTERM or\n"

@@ -13,7 +13,9 @@
 # parameter changed, restarts the one whose address changed, and leaves
 # the third alone (same MainPID, no reload); `systemctl restart` under
 # smtp-source load refuses no connection; a broken map is refused and
-# the running instances go on, also across a daemon-reload.
+# the running instances go on, also across a daemon-reload; a start of
+# vhostmta.target starts the instance with deferred mail (through
+# vhostmta-wake.service), without a connection, and no other.
 #
 # Traffic stays inside the container's network namespace: the instances'
 # addresses (192.0.2.0/24) and the test sink are on its loopback. swaks,
@@ -85,6 +87,8 @@ if ldd "$VHOSTMTA_INSTANCE" | grep -q libasan; then
 	# forbids; everything else of the sanitizers stays on.
 	mkdir -p "$R/etc/systemd/system/vhostmta@.service.d"
 	printf '[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n' > "$R/etc/systemd/system/vhostmta@.service.d/asan.conf"
+	mkdir -p "$R/etc/systemd/system/vhostmta-wake.service.d"
+	cp "$R/etc/systemd/system/vhostmta@.service.d/asan.conf" "$R/etc/systemd/system/vhostmta-wake.service.d/"
 fi
 echo vhostmta-test > "$R/etc/hostname"
 mount -t proc proc "$R/proc"
@@ -378,6 +382,36 @@ grep -qx 'reload vhostmta@delta.service (delta: reload)' "$work/apply.out" && ok
 incont systemctl restart vhostmta@delta.service && [ "$(active vhostmta@delta.service)" = active ] && ok ||
 	{ bad "delta cannot be restarted after apply"; incont journalctl --no-pager -n 20 | grep delta; }
 send 192.0.2.30 postmaster@delta.test | grep -q '^<-  220' && ok || bad "delta does not answer after apply"
+
+# ---- deferred mail survives a stop of the target: the next start of
+# vhostmta.target starts its instance (vhostmta-wake.service) without any
+# connection; an instance with an empty queue stays stopped ----
+kill "$sinkpid"; wait "$sinkpid" 2> /dev/null; sinkpid=
+qfiles() { incont find "/var/lib/private/vhostmta/$1/incoming" "/var/lib/private/vhostmta/$1/deferred" -type f 2> /dev/null | wc -l; }
+deferred() { [ "$(incont find /var/lib/private/vhostmta/alpha/deferred -type f 2> /dev/null | wc -l)" -gt 0 ]; }
+send 192.0.2.10 user@alpha.test > "$work/swaks.wake"
+grep -q '250 2.0.0 Ok: queued' "$work/swaks.wake" && ok || { bad "mail to alpha not accepted (sink down)"; tail -5 "$work/swaks.wake"; }
+wait_for 30 deferred && ok || bad "alpha's message was not deferred with the sink down"
+[ "$(qfiles bravo)" = 0 ] && ok || bad "bravo's queue is not empty ($(qfiles bravo) files)"
+incont systemctl stop vhostmta.target || bad "systemctl stop vhostmta.target"
+[ "$(active vhostmta@alpha.service)" != active ] && [ "$(active vhostmta@bravo.service)" != active ] && ok ||
+	bad "an instance still runs after stopping vhostmta.target"
+[ "$(active vhostmta@alpha.socket)" != active ] && ok || bad "alpha's socket still active after stopping vhostmta.target"
+deferred && ok || bad "alpha's deferred message is gone after the stop"
+since=$(incont date '+%Y-%m-%d %H:%M:%S')
+sleep 1
+incont systemctl start vhostmta.target || bad "systemctl start vhostmta.target"
+alpha_up() { [ "$(active vhostmta@alpha.service)" = active ]; }
+wake_done() { incont journalctl -u vhostmta-wake.service --since "$since" --no-pager > "$work/j.wake" &&
+	grep -q 'vhostmta-wake.service: Deactivated successfully\|Finished vhostmta-wake.service\|Failed' "$work/j.wake"; }
+wait_for 30 alpha_up && ok || { bad "alpha, with deferred mail, not started by vhostmta.target"; incont journalctl -u vhostmta-wake.service --no-pager | tail -5; }
+wait_for 30 wake_done && ok || { bad "vhostmta-wake.service did not finish:"; cat "$work/j.wake"; }
+[ "$(incont systemctl show -p Result --value vhostmta-wake.service)" = success ] && ok ||
+	{ bad "vhostmta-wake.service failed:"; cat "$work/j.wake"; }
+grep -q 'start vhostmta@alpha.service (alpha: [0-9]* queue files*)' "$work/j.wake" && ok || { bad "no start line for alpha from vhostmta wake:"; cat "$work/j.wake"; }
+grep -q 'vhostmta@bravo' "$work/j.wake" && bad "vhostmta wake started bravo (empty queue)" || ok
+[ "$(active vhostmta@bravo.service)" = inactive ] && ok || bad "bravo, with an empty queue, was started ($(active vhostmta@bravo.service))"
+[ "$(active vhostmta@bravo.socket)" = active ] && [ "$(active vhostmta@alpha.socket)" = active ] && ok || bad "sockets not active after starting vhostmta.target"
 
 echo "systemd: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -2,9 +2,11 @@
 # units.sh: the systemd side without a running systemd. The units as built
 # (in $UNITDIR) pass systemd-analyze verify, templates instantiated with the
 # drop-in vhostmta-generator writes; vhostmta@.service's security exposure
-# is at most 2.0; the generator writes exactly the expected drop-ins and
-# links, skips what it cannot use and always exits 0; `vhostmta apply
-# --dry-run` prints the plan and writes nothing, and refuses a broken map.
+# is at most 2.0, and so is vhostmta-wake.service's (a root oneshot);
+# `vhostmta wake` finds the queues with mail; the generator writes exactly
+# the expected drop-ins and links, skips what it cannot use and always
+# exits 0; `vhostmta apply --dry-run` prints the plan and writes nothing,
+# and refuses a broken map.
 # tests/integration/systemd.sh does the same against a real systemd.
 set -u
 : "${UNITDIR:?}" "${VHOSTMTA:?}"
@@ -103,8 +105,11 @@ for u in "$UNITDIR"/*; do
 	# verify insists that ExecStart's program exists: before `make
 	# install` it is the build's.
 	prog=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$vdir/$unit")
-	if [ -n "$prog" ] && [ ! -x "$prog" ] && [ "$(basename "$prog")" = vhostmta-instance ]; then
-		sed -i "s|^ExecStart=$prog|ExecStart=$VHOSTMTA_INSTANCE|" "$vdir/$unit"
+	if [ -n "$prog" ] && [ ! -x "$prog" ]; then
+		case $(basename "$prog") in
+		vhostmta-instance) sed -i "s|^ExecStart=$prog|ExecStart=$VHOSTMTA_INSTANCE|" "$vdir/$unit" ;;
+		vhostmta) sed -i "s|^ExecStart=$prog|ExecStart=$VHOSTMTA|" "$vdir/$unit" ;;
+		esac
 	fi
 	echo "$unit" >> "$work/units.list"
 done
@@ -116,6 +121,13 @@ while read -r unit; do
 	fi
 done < "$work/units.list"
 [ -f "$UNITDIR/vhostmta@.socket" ] && [ -f "$UNITDIR/vhostmta@.service" ] || bad "vhostmta@.socket or vhostmta@.service missing in $UNITDIR"
+# vhostmta-wake.service: verified above; the target pulls it in, and it
+# runs after the target (so after the sockets), without an ordering cycle.
+if [ -f "$UNITDIR/vhostmta-wake.service" ] && grep -qx 'ExecStart=.*/vhostmta wake' "$UNITDIR/vhostmta-wake.service" &&
+	grep -q '^Wants=.*vhostmta-wake.service' "$UNITDIR/vhostmta.target" &&
+	grep -qx 'After=vhostmta.target' "$UNITDIR/vhostmta-wake.service"; then ok; else bad "vhostmta-wake.service missing or not wanted by vhostmta.target"; fi
+if out=$(cd "$vdir" && systemd-analyze verify --man=no ./vhostmta.target ./vhostmta@alpha.socket ./vhostmta-wake.service 2>&1) &&
+	! echo "$out" | grep -qi cycle && [ -z "$out" ]; then ok; else bad "verify of the target, a socket and the wake service together:"; echo "$out"; fi
 # The template itself has no Listen line: the generator's drop-in is needed.
 if grep -q '^Listen' "$UNITDIR/vhostmta@.socket"; then bad "vhostmta@.socket has Listen lines of its own"; else ok; fi
 
@@ -126,6 +138,32 @@ if [ -n "$exposure" ] && awk -v e="$exposure" -v m="$MAX_EXPOSURE" 'BEGIN { exit
 	ok; echo "units: vhostmta@.service exposure $exposure (at most $MAX_EXPOSURE)"
 else
 	bad "vhostmta@.service exposure '${exposure:-?}' above $MAX_EXPOSURE:"; echo "$sec" | grep '✗'
+fi
+
+# The wake service runs as root: its sandbox keeps it read-only and
+# offline (it talks to PID 1 over a Unix socket only).
+sec=$(cd "$vdir" && systemd-analyze security --offline=true --no-pager ./vhostmta-wake.service 2>&1)
+exposure=$(echo "$sec" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+if [ -n "$exposure" ] && awk -v e="$exposure" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(e <= m) }'; then
+	ok; echo "units: vhostmta-wake.service exposure $exposure (at most $MAX_EXPOSURE)"
+else
+	bad "vhostmta-wake.service exposure '${exposure:-?}' above $MAX_EXPOSURE:"; echo "$sec" | grep '✗'
+fi
+
+# ---- vhostmta wake without systemd: finds the queues with mail; nothing
+# to start is no call to systemd at all ----
+wk=$work/wake
+mkdir -p "$wk"
+"$VHOSTMTA" render -m "$work/map.xml" -o "$wk/inst" --host "$host" -s "$wk/q" > /dev/null || bad "render for wake failed"
+mkdir -p "$wk/q/alpha/incoming" "$wk/q/alpha/deferred" "$wk/q/bravo/deferred" "$wk/q/bravo/tmp"
+touch "$wk/q/bravo/tmp/leftover"
+if "$VHOSTMTA" wake -o "$wk/inst" > "$wk/out" 2>&1 && [ ! -s "$wk/out" ]; then ok; else bad "wake with empty queues:"; cat "$wk/out"; fi
+if "$VHOSTMTA" wake -o "$work/missing" > "$wk/out" 2>&1 && [ ! -s "$wk/out" ]; then ok; else bad "wake with nothing rendered:"; cat "$wk/out"; fi
+if [ ! -S /run/systemd/private ] && [ ! -S /run/dbus/system_bus_socket ]; then
+	touch "$wk/q/bravo/deferred/B1" "$wk/q/bravo/deferred/B2"
+	if "$VHOSTMTA" wake -o "$wk/inst" > "$wk/out" 2>&1; then bad "wake without systemd exited 0"; else
+		grep -q 'vhostmta wake: cannot reach systemd' "$wk/out" && ok || { bad "wake without systemd:"; cat "$wk/out"; }
+	fi
 fi
 
 # ---- the generator through its link, as systemd runs it ----
