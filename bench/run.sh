@@ -5,3 +5,5 @@ here=$(cd "$(dirname "$0")" && pwd)
 sh "$here/map.sh" "$1"
 echo
 sh "$here/smtp.sh" "$1"
+echo
+sh "$here/fleet.sh" "$1"
