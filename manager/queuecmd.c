@@ -43,10 +43,10 @@ struct run {
 
 /* ---- finding things ---------------------------------------------------------- */
 
-/* find_prog: $VHOSTMTA_INSTANCE, else vhostmta-instance beside this
+/* qcmd_find_prog: $VHOSTMTA_INSTANCE, else vhostmta-instance beside this
  * program (an installed or a build tree keeps the two together), else
  * the one in sbindir. */
-static void find_prog(char out[PATH_MAX])
+void qcmd_find_prog(char *out)
 {
 	const char *env = getenv("VHOSTMTA_INSTANCE");
 	char self[PATH_MAX];
@@ -403,7 +403,7 @@ int qcmd_run(const struct qcmd_opts *o)
 	bool ok = o->nnames ? named_targets(&r) : all_targets(&r, &names, &nnames);
 
 	if (ok) {
-		find_prog(r.prog);
+		qcmd_find_prog(r.prog);
 		if (o->action == QCMD_LIST)
 			do_list(&r);
 		else if (o->action == QCMD_FLUSH)

@@ -31,5 +31,9 @@ bool qcmd_id_plausible(const char *id);
  * output and a summary line; errors on stderr. Returns the exit status:
  * 0, or 1 when a name is unknown or any instance's command failed. */
 int qcmd_run(const struct qcmd_opts *o);
+/* qcmd_find_prog: the vhostmta-instance to run: $VHOSTMTA_INSTANCE, else
+ * the one beside this program (an installed or a build tree keeps the two
+ * together), else the one in sbindir. out has PATH_MAX bytes. */
+void qcmd_find_prog(char *out);
 
 #endif

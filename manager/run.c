@@ -906,32 +906,6 @@ static void report(void *ctx, struct buf *out)
 
 /* ---- setting up ------------------------------------------------------------------- */
 
-/* find_prog: $VHOSTMTA_INSTANCE, else vhostmta-instance beside this
- * program, else the one in sbindir (as `vhostmta queue` finds it). */
-static void find_prog(char out[PATH_MAX])
-{
-	const char *env = getenv("VHOSTMTA_INSTANCE");
-	char self[PATH_MAX];
-	ssize_t n;
-
-	if (env && *env && strlen(env) < PATH_MAX) {
-		memcpy(out, env, strlen(env) + 1);
-		return;
-	}
-	n = readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n > 0) {
-		self[n] = 0;
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			slash[1] = 0;
-			if (snprintf(out, PATH_MAX, "%s" QCMD_INSTANCE_PROG, self) < PATH_MAX &&
-			    access(out, X_OK) == 0)
-				return;
-		}
-	}
-	snprintf(out, PATH_MAX, SBINDIR "/" QCMD_INSTANCE_PROG);
-}
-
 bool run_default_dir(char out[PATH_MAX])
 {
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -1057,7 +1031,7 @@ static bool setup_paths(struct sup *s)
 		msg_error("%s", err);
 		return false;
 	}
-	find_prog(s->prog);
+	qcmd_find_prog(s->prog);
 	if (access(s->prog, X_OK) != 0) {
 		msg_error("%s: %s (set $VHOSTMTA_INSTANCE)", s->prog, strerror(errno));
 		return false;

@@ -51,3 +51,25 @@ ns_drain() {
 	done
 	ip netns del "$1"
 }
+
+# alive PID: running (a zombie is not); dead PID: not running.
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2> /dev/null; }
+dead() { ! alive "$1"; }
+# hdr FILE NAME: the value of the first NAME: header line of FILE.
+hdr() { sed -n "s/^$2: //p" "$1" | tr -d '\r' | head -n 1; }
+# has_msg DIR TOKEN: the file in DIR (a sink's dumps) holding TOKEN, in $msg.
+has_msg() { msg=$(grep -lF -- "$2" "$1"/* 2> /dev/null | head -n 1); [ -n "$msg" ]; }
+# ns_cleanup RC [PID...]: the EXIT trap of a namespace test (trap
+# 'ns_cleanup $?' EXIT): end $pids and the PIDs given, drain and delete
+# the namespace $ns, remove $work (kept with KEEP=1), exit with RC.
+ns_cleanup() {
+	_rc=$1; shift
+	trap - EXIT INT TERM
+	for _p in $pids "$@"; do kill "$_p" 2> /dev/null; done
+	if [ -e "/run/netns/$ns" ]; then
+		ns_drain "$ns"
+	fi
+	for _p in $pids "$@"; do wait "$_p" 2> /dev/null; done
+	[ -n "${KEEP:-}" ] || rm -rf "$work"
+	exit "$_rc"
+}

@@ -42,26 +42,10 @@ sinks=
 
 . "$TOP/tests/lib.sh"
 
-cleanup() {
-	rc=$?
-	trap - EXIT INT TERM
-	for p in $pids $sinks; do kill "$p" 2> /dev/null; done
-	if [ -e "/run/netns/$ns" ]; then
-		ns_drain "$ns"
-	fi
-	for p in $pids $sinks; do wait "$p" 2> /dev/null; done
-	[ -n "${KEEP:-}" ] || rm -rf "$work"
-	exit $rc
-}
-trap cleanup EXIT
+trap 'ns_cleanup $? $sinks' EXIT
 trap 'exit 1' INT TERM
 
-alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2> /dev/null; }
-dead() { ! alive "$1"; }
 logtail() { tail -n 25 "$1" | sed 's/^/  log | /'; }
-hdr() { sed -n "s/^$2: //p" "$1" | tr -d '\r' | head -n 1; }
-# has_msg DIR TOKEN: the sink file holding TOKEN, in $msg.
-has_msg() { msg=$(grep -lF -- "$2" "$1"/* 2> /dev/null | head -n 1); [ -n "$msg" ]; }
 # logged LOG TEXT...: every TEXT on one line of LOG.
 logged() {
 	_f=$1; shift

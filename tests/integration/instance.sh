@@ -55,9 +55,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# alive PID: running (a zombie is not).
-alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2> /dev/null; }
-dead() { ! alive "$1"; }
 # stop PID SIGNAL SECONDS: signal, wait up to SECONDS, then KILL; exit
 # status in $stopped_rc, "yes" in $stopped_in_time if it ended in time.
 stop() {
@@ -309,7 +306,9 @@ while [ $cycles -lt 10 ]; do
 	kill -9 "$ipid"
 	wait "$ipid" 2> /dev/null
 	cycles=$((cycles + 1))
-	tmpfiles=$(ls "$cq/tmp" 2> /dev/null)
+	# name:inode: the restarted instance may make a file of the same name
+	# (a deferred file is rewritten under its first message's id).
+	tmpfiles=$(cd "$cq/tmp" 2> /dev/null && for n in *; do [ -e "$n" ] && echo "$n:$(stat -c %i "$n")"; done)
 	leftovers=$((leftovers + $(echo "$tmpfiles" | grep -c .)))
 	echo "--- kill -9 (cycle $cycles) ---" >> "$clog"
 	start_instance "$clog" "$ccf"
@@ -317,8 +316,9 @@ while [ $cycles -lt 10 ]; do
 		restart_fail=$((restart_fail + 1)); logtail "$clog"; continue
 	fi
 	# The files of the killed instance's unfinished messages are gone.
-	for n in $tmpfiles; do
-		[ -e "$cq/tmp/$n" ] && notremoved=$((notremoved + 1))
+	for f in $tmpfiles; do
+		n=${f%:*}
+		[ "$(stat -c %i "$cq/tmp/$n" 2> /dev/null)" = "${f##*:}" ] && notremoved=$((notremoved + 1))
 	done
 done
 sleep 1 # the last instance serves for a while

@@ -183,9 +183,6 @@ send() {
 		--from "$2" --to "$3" --header "Subject: $4" --body "token $4" --timeout 10 \
 		> "$work/swaks" 2>&1
 }
-# has_msg DIR TOKEN: the sink file holding TOKEN, in $msg.
-has_msg() { msg=$(grep -lF -- "$2" "$1"/* 2> /dev/null | head -n 1); [ -n "$msg" ]; }
-hdr() { sed -n "s/^$2: //p" "$1" | head -n 1; }
 # mail_via NAME FROM TO SINKDIR WANT-ADDR WANT-HELO DESCRIPTION
 mail_via() {
 	msg= tok=vhostmta-$$-$(date +%s%N)

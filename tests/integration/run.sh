@@ -46,25 +46,10 @@ uid=$(id -u $user)
 
 . "$TOP/tests/lib.sh"
 
-cleanup() {
-	rc=$?
-	trap - EXIT INT TERM
-	for p in $pids $sinkpid; do kill "$p" 2> /dev/null; done
-	if [ -e "/run/netns/$ns" ]; then
-		ns_drain "$ns"
-	fi
-	for p in $pids $sinkpid; do wait "$p" 2> /dev/null; done
-	[ -n "${KEEP:-}" ] || rm -rf "$work"
-	exit $rc
-}
-trap cleanup EXIT
+trap 'ns_cleanup $? $sinkpid' EXIT
 trap 'exit 1' INT TERM
 
-alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2> /dev/null; }
-dead() { ! alive "$1"; }
 logtail() { tail -n 25 "$log" | sed 's/^/  log | /'; }
-hdr() { sed -n "s/^$2: //p" "$1" | tr -d '\r' | head -n 1; }
-has_msg() { msg=$(grep -lF -- "$2" "$1"/* 2> /dev/null | head -n 1); [ -n "$msg" ]; }
 logged() { grep -qF -- "$1" "$log" 2> /dev/null; }
 logged_re() { grep -qE -- "$1" "$log" 2> /dev/null; }
 # count TEXT: lines of the log with TEXT.
