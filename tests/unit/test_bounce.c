@@ -33,6 +33,7 @@
 #include "log.h"
 #include "queue.h"
 #include "util.h"
+#include "testutil.h"
 
 #define L(x) x, sizeof(x) - 1
 #define SENDER "alice@example.org"
@@ -51,14 +52,6 @@ struct fx {
 	struct qmsg *orig;
 	int fd;
 };
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
 
 static void fx_config(struct fx *f, const char *size_limit)
 {
@@ -102,45 +95,9 @@ static int teardown(void **state)
 		qmsg_free_all(f->msgs, f->nmsgs);
 	if (f->fd >= 0)
 		close(f->fd);
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_tree(f->dir);
 	free(f);
 	return 0;
-}
-
-/* ---- stderr capture ----------------------------------------------------- */
-
-static int saved_stderr = -1;
-static FILE *cap_file;
-
-static void cap_begin(void)
-{
-	fflush(stderr);
-	cap_file = tmpfile();
-	assert_non_null(cap_file);
-	saved_stderr = dup(STDERR_FILENO);
-	dup2(fileno(cap_file), STDERR_FILENO);
-}
-
-static char *cap_end(void)
-{
-	struct buf b = BUF_INIT;
-	char chunk[4096];
-	size_t r;
-
-	fflush(stderr);
-	dup2(saved_stderr, STDERR_FILENO);
-	close(saved_stderr);
-	rewind(cap_file);
-	while ((r = fread(chunk, 1, sizeof chunk, cap_file)) > 0)
-		buf_append(&b, chunk, r);
-	fclose(cap_file);
-	return buf_steal(&b);
-}
-
-static void assert_logged(const char *log, const char *line)
-{
-	if (strstr(log, line) == NULL)
-		fail_msg("log line \"%s\" missing from:\n%s", line, log);
 }
 
 /* ---- the queue ---------------------------------------------------------- */

@@ -34,6 +34,7 @@
 #include "buf.h"
 #include "control.h"
 #include "util.h"
+#include "testutil.h"
 
 #define GOOD_ID "0123456789ABCDEF"   /* the fake queue holds this one */
 #define HOSTILE_ID "FFFFFFFFFFFFFFFF" /* its delete fails with hostile text */
@@ -102,21 +103,13 @@ static int setup(void **state)
 	return t->c ? 0 : -1;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct t *t = *state;
 
 	control_close(t->c);
 	sd_event_unref(t->event);
-	nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_tree(t->dir);
 	free(t);
 	return 0;
 }

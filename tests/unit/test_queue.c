@@ -37,6 +37,7 @@
 #include "log.h"
 #include "queue.h"
 #include "util.h"
+#include "testutil.h"
 
 /* L: a literal and its length, embedded NULs included. */
 #define L(x) x, sizeof(x) - 1
@@ -53,19 +54,9 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	/* A test may leave a directory without write permission. */
-	if (flag == FTW_DP)
-		chmod(path, 0700);
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
-	nftw(*state, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_tree(*state);
 	free(*state);
 	return 0;
 }
@@ -123,43 +114,6 @@ static char *read_file(const char *p, size_t *n)
 	fclose(fp);
 	*n = b.len;
 	return buf_steal(&b);
-}
-
-/* ---- stderr capture ----------------------------------------------------- */
-
-static int saved_stderr = -1;
-static FILE *cap_file;
-
-static void cap_begin(void)
-{
-	fflush(stderr);
-	cap_file = tmpfile();
-	assert_non_null(cap_file);
-	saved_stderr = dup(STDERR_FILENO);
-	dup2(fileno(cap_file), STDERR_FILENO);
-}
-
-/* cap_end: what was logged since cap_begin (caller frees). */
-static char *cap_end(void)
-{
-	struct buf b = BUF_INIT;
-	char chunk[4096];
-	size_t r;
-
-	fflush(stderr);
-	dup2(saved_stderr, STDERR_FILENO);
-	close(saved_stderr);
-	rewind(cap_file);
-	while ((r = fread(chunk, 1, sizeof chunk, cap_file)) > 0)
-		buf_append(&b, chunk, r);
-	fclose(cap_file);
-	return buf_steal(&b);
-}
-
-static void assert_logged(const char *log, const char *line)
-{
-	if (strstr(log, line) == NULL)
-		fail_msg("log line \"%s\" missing from:\n%s", line, log);
 }
 
 /* ---- writing messages through the queue ------------------------------- */

@@ -35,6 +35,7 @@
 #include "queue.h"
 #include "smtpc.h"
 #include "util.h"
+#include "testutil.h"
 
 #define HELO "client.example.org"
 
@@ -444,14 +445,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct fix *f = *state;
@@ -463,7 +456,7 @@ static int teardown(void **state)
 	if (f->lfd >= 0)
 		close(f->lfd);
 	sd_event_unref(f->e);
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_tree(f->dir);
 	free(f);
 	return 0;
 }
