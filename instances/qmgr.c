@@ -560,6 +560,13 @@ static void file_unlink(struct afile *f)
 	q->nactive -= f->nmsgs;
 }
 
+/* dest_at: slot i of the destination table (for i < q->dests.cap), or
+ * NULL for an empty slot. */
+static struct dest *dest_at(const struct qmgr *q, size_t i)
+{
+	return q->dests.keys[i] ? q->dests.vals[i] : NULL;
+}
+
 static void dest_free(struct dest *d)
 {
 	free(d->targets);
@@ -582,7 +589,7 @@ static void dest_sweep(struct qmgr *q)
 	q->next_sweep = now + SWEEP_US;
 	htab_init(&keep, true);
 	for (size_t i = 0; i < q->dests.cap; i++) {
-		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		struct dest *d = dest_at(q, i);
 		if (d == NULL)
 			continue;
 		if (d->njobs == 0 && d->nconns == 0 && d->query == NULL &&
@@ -1489,7 +1496,7 @@ bool qmgr_set_conf(struct qmgr *q, struct sconf *conf)
 	q->dc = dc;
 	/* Answers and dead marks may depend on the old settings. */
 	for (size_t i = 0; i < q->dests.cap; i++) {
-		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		struct dest *d = dest_at(q, i);
 		if (d) {
 			d->resolved_until = 0;
 			d->dead_until = 0;
@@ -1529,7 +1536,7 @@ void qmgr_stop(struct qmgr *q)
 	sd_event_source_set_enabled(q->kick, SD_EVENT_OFF);
 	sd_event_source_set_enabled(q->retry, SD_EVENT_OFF);
 	for (size_t i = 0; i < q->dests.cap; i++) {
-		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		struct dest *d = dest_at(q, i);
 		if (d == NULL)
 			continue;
 		if (d->query) {
@@ -1586,7 +1593,7 @@ void qmgr_free(struct qmgr *q)
 		queue_set_notify(q->queue, NULL, NULL);
 	abort_conns(q);
 	for (size_t i = 0; i < q->dests.cap; i++) {
-		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		struct dest *d = dest_at(q, i);
 		if (d == NULL)
 			continue;
 		if (d->query)
@@ -1620,7 +1627,7 @@ size_t qmgr_flush(struct qmgr *q)
 		n += q->def[i].nmsgs;
 	}
 	for (size_t i = 0; i < q->dests.cap; i++) {
-		struct dest *d = q->dests.keys[i] ? q->dests.vals[i] : NULL;
+		struct dest *d = dest_at(q, i);
 		if (d)
 			d->dead_until = 0;
 	}

@@ -895,12 +895,11 @@ static enum parse_result parse_msg(FILE *fp, off_t size, off_t *off, size_t nth,
 }
 
 /* parse_fd: validate the queue file open on fd (always closed), every
- * message of it into *msgs (*n of them; nothing kept unless PARSE_OK).
- * name: the file's name, the first message's id if it has no ID record.
- * Lengths are checked against the file size before anything is read or
- * skipped. parse_started: how many messages the last call began (on a
- * failure too: a corrupt file leaves the queue's count by that many). */
-static size_t parse_started;
+ * message of it into *msgs (*n of them; nothing kept unless PARSE_OK, but
+ * *n then says how many messages the file began: a corrupt file leaves
+ * the queue's count by that many). name: the file's name, the first
+ * message's id if it has no ID record. Lengths are checked against the
+ * file size before anything is read or skipped. */
 static enum parse_result parse_fd(int fd, const char *name, struct qmsg **msgs, size_t *n,
 				  char *err, size_t errlen)
 {
@@ -940,7 +939,7 @@ static enum parse_result parse_fd(int fd, const char *name, struct qmsg **msgs, 
 		r = parse_msg(fp, sb.st_size, &off, nv, m, &more, err, errlen);
 	}
 	fclose(fp);
-	parse_started = nv;
+	*n = nv;
 	if (r != PARSE_OK) {
 		if (nv > 1) {
 			char e2[256];
@@ -951,7 +950,6 @@ static enum parse_result parse_fd(int fd, const char *name, struct qmsg **msgs, 
 		return r;
 	}
 	*msgs = v;
-	*n = nv;
 	return PARSE_OK;
 }
 
@@ -966,7 +964,10 @@ bool qmsg_read_all(const char *path, struct qmsg **msgs, size_t *n, char *err, s
 		snprintf(err, errlen, "open: %s", strerror(errno));
 		return false;
 	}
-	return parse_fd(fd, slash ? slash + 1 : path, msgs, n, err, errlen) == PARSE_OK;
+	if (parse_fd(fd, slash ? slash + 1 : path, msgs, n, err, errlen) == PARSE_OK)
+		return true;
+	*n = 0;
+	return false;
 }
 
 bool qmsg_read(const char *path, struct qmsg *m, char *err, size_t errlen)
@@ -1138,8 +1139,9 @@ bool queue_load(struct queue *q, enum qdir dir, const char *name, int *fd, struc
 		return true;
 	}
 	close(pfd);
+	size_t k = *n ? *n : 1;
+	*n = 0;
 	if (r == PARSE_CORRUPT) {
-		size_t k = parse_started ? parse_started : 1;
 		if (to_corrupt(q, dfd, name, err))
 			q->size = q->size > k ? q->size - k : 0;
 	} else {
@@ -1272,6 +1274,8 @@ bool queue_defer(struct queue *q, int src_fd, const struct qdefer *v, size_t n, 
 		char rerr[256];
 		if (rfd >= 0 && parse_fd(rfd, newname, &rv, &replaced, rerr, sizeof rerr) == PARSE_OK)
 			qmsg_free_all(rv, replaced);
+		else
+			replaced = 0;
 	}
 	if (ok && fdatasync(fd) < 0)
 		ok = false;
@@ -1426,6 +1430,8 @@ static enum parse_result check_one(struct queue *q, int dfd, const char *name, s
 		return errno == ELOOP ? PARSE_CORRUPT : PARSE_IOERR;
 	}
 	r = parse_fd(fd, name, &v, n, err, errlen);
+	if (r != PARSE_OK)
+		return r;
 	/* Later ids must sort after every queued message, not only names. */
 	for (size_t i = 0; i < *n; i++)
 		if (v[i].id[0])
