@@ -33,7 +33,8 @@ ready_timeout=180	# s, for a whole fleet to start
 change_timeout=20	# s, for one change to be applied
 backends="vhostmta postfix"
 
-die() { echo "bench/fleet.sh: $*" >&2; exit 1; }
+bench=fleet.sh
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespace, Postfix instances); run as root: sh bench/fleet.sh $vhostmta"
 [ -x "$vhostmta" ] || die "$vhostmta: no such program"
@@ -42,22 +43,10 @@ case $fleet_n$pf_fleet_n in *[!0-9]*) die "FLEET_N and PF_FLEET_N must be number
 [ "$pf_fleet_n" -le 60000 ] || die "PF_FLEET_N must be at most 60000"
 
 # Install what is missing, and only that.
-missing=
-need() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
 need postfix postfix; need postconf postfix
 need ip iproute2; need ss iproute2; need nsenter util-linux; need ps procps
 perl -MTime::HiRes -e 1 2>/dev/null || missing="$missing perl"
-if [ -n "$missing" ]; then
-	pkgs=$(printf '%s\n' $missing | sort -u | tr '\n' ' ')
-	echo "bench/fleet.sh: installing $pkgs" >&2
-	case " $pkgs " in *" postfix "*)
-		echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections ;;
-	esac
-	export DEBIAN_FRONTEND=noninteractive
-	{ apt-get install -y -q --no-install-recommends $pkgs ||
-	  { apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs; }
-	} >&2 || die "cannot install $pkgs"
-fi
+install_missing
 
 # The private namespace and the work directory (on disk under $TMPDIR, as
 # the queues would be), and their cleanup on every exit path: every
@@ -73,16 +62,7 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM HUP
 	if ip netns list 2>/dev/null | grep -q "^$ns\\b"; then
-		for sig in TERM KILL; do
-			pids=$(ip netns pids "$ns" 2>/dev/null)
-			[ -n "$pids" ] || break
-			kill -s $sig $pids 2>/dev/null
-			i=0
-			while [ $i -lt 100 ] && [ -n "$(ip netns pids "$ns" 2>/dev/null)" ]; do
-				sleep 0.1; i=$((i + 1))
-			done
-		done
-		ip netns del "$ns"
+		ns_drain 100
 	fi
 	[ -z "$stamp_pid$watch_pids" ] || kill $stamp_pid $watch_pids 2>/dev/null
 	wait 2>/dev/null
@@ -105,9 +85,7 @@ awk -v n="$max" -v spare="$spare" 'BEGIN {
 	printf "addr add %s/8 dev lo\n", spare
 }' > "$work/addrs"
 ip -n "$ns" -batch "$work/addrs" || die "cannot add the fleet's addresses"
-nsx() { ip netns exec "$ns" "$@"; }
 
-now() { date +%s%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f\n", (b - a) / 1e6 }'; }
 # listening ADDR-REGEX: how many sockets listen on $port at a matching
 # address (nsenter, not ip netns exec: cheaper, polled every 5-50 ms).
@@ -137,9 +115,6 @@ fleet_mem() {
 			if (!m) exit 1
 			print k, s, m
 		}'
-}
-median() { # FILE [COLUMN]: the median of a column of numbers
-	awk -v c="${2:-1}" '{ print $c }' "$1" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
 
 # map N FILE [RELOAD-NAME [RESTART-NAME]]: a fleet of N instances f1..fN,
@@ -399,7 +374,6 @@ pf_render() { # MAP: renders $work/postfix/MAP (as map.xml, so that the
 		{ cat "$work/postfix/render.out" >&2; die "vhostmta render --backend postfix -m $1 failed"; }
 }
 
-na() { [ -f "$work/$1/na" ]; }
 
 # change BACKEND KIND NAME: one change applied and timed, then checked to
 # have touched NAME only: every other pid unchanged (and NAME's pid too
@@ -544,7 +518,6 @@ row "SIGHUP, one address changed: restarted (ms)" $vrs $prs "$(ratio $vrs $prs)"
 row "  instances touched" "$(touched $v/restart.touched)" "$(touched $p/restart.touched)" - "1"
 row "stop: SIGTERM until all exited (s)" $vst $pst - ""
 row "  per instance (ms)" $vsti $psti "$(ratio $vsti $psti)" ""
-procs() { [ -s "$1" ] && median "$1" 3 || echo n/a; }
 fs() { df -T "$1" | awk 'NR == 2 { print $2 }'; }
 echo "(median of $runs runs. Ready: vhostmta status polled every 50 ms, ss for TCP. Memory: ${idle} s after ready,"
 echo " $(procs $v/mem) vhostmta processes, $(procs $p/mem) Postfix. A change: timed from the SIGHUP until that instance's"

@@ -23,28 +23,17 @@ sink_addr=127.0.0.100 sink_port=2526
 relay_timeout=180	# s after smtp-source ends, for the relay to finish
 backends="vhostmta postfix"
 
-die() { echo "bench/smtp.sh: $*" >&2; exit 1; }
+bench=smtp.sh
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespace, Postfix instances); run as root: sh bench/smtp.sh $vhostmta"
 [ -x "$vhostmta" ] || die "$vhostmta: no such program"
 
 # Install what is missing, and only that.
-missing=
-need() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
 need postfix postfix; need postconf postfix
 need smtp-source postfix; need smtp-sink postfix
 need ip iproute2; need ss iproute2; need ps procps; need script bsdutils
-if [ -n "$missing" ]; then
-	pkgs=$(printf '%s\n' $missing | sort -u | tr '\n' ' ')
-	echo "bench/smtp.sh: installing $pkgs" >&2
-	case " $pkgs " in *" postfix "*)
-		echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections ;;
-	esac
-	export DEBIAN_FRONTEND=noninteractive
-	{ apt-get install -y -q --no-install-recommends $pkgs ||
-	  { apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs; }
-	} >&2 || die "cannot install $pkgs"
-fi
+install_missing
 
 # The private namespace and the work directory (on disk under $TMPDIR:
 # the queue's fsyncs are part of what is measured), and their cleanup on
@@ -63,16 +52,7 @@ cleanup() {
 			stops="$stops $!"
 		done
 		for p in $stops; do wait $p; done
-		for sig in TERM KILL; do
-			pids=$(ip netns pids "$ns" 2>/dev/null)
-			[ -n "$pids" ] || break
-			kill -s $sig $pids 2>/dev/null
-			i=0
-			while [ $i -lt 50 ] && [ -n "$(ip netns pids "$ns" 2>/dev/null)" ]; do
-				sleep 0.1; i=$((i + 1))
-			done
-		done
-		ip netns del "$ns"
+		ns_drain 50
 	fi
 	rm -rf "$work"
 }
@@ -86,9 +66,7 @@ ip -n "$ns" link set lo up
 for a in $inst_addr $sink_addr $(seq 1 $fleet | sed 's/^/127.0.1./'); do
 	ip -n "$ns" addr add "$a/8" dev lo
 done
-nsx() { ip netns exec "$ns" "$@"; }
 
-now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'; }
 # listening ADDR-REGEX PORT: how many listening sockets match.
 listening() { nsx ss -Hltn "sport = :$2" | awk -v re="^($1):$2\$" '$4 ~ re { n++ } END { print n + 0 }'; }
@@ -165,9 +143,6 @@ tree_mem() {
 			}
 			print r, s, n
 		}'
-}
-median() { # FILE [COLUMN]: the median of a column of numbers
-	awk -v c="${2:-1}" '{ print $c }' "$1" | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 }
 
 # backend_postfix ACTION ARGS: Postfix instances rendered by
@@ -246,7 +221,6 @@ backend_vhostmta() {
 	esac
 }
 
-na() { [ -f "$work/$1/na" ]; }
 
 # prepare BACKEND: $work/BACKEND/na says why it is not measured, or its
 # two maps are rendered.
@@ -377,7 +351,6 @@ row "idle RSS per instance, after run (MB)" "$(mb $v/mem)" "$(mb $p/mem)" -
 row "  the same, summed PSS (MB)" "$(mb $v/mem 2)" "$(mb $p/mem 2)" -
 row "idle RSS per instance, fresh (MB)" "$(mb $v/freshmem)" "$(mb $p/freshmem)" -
 row "fleet start time, $fleet instances (s)" "$(s $v/fleetstart)" "$(s $p/fleetstart)" -
-procs() { [ -s "$1" ] && median "$1" 3 || echo n/a; }
 echo "(median of $runs runs; idle = ${idle} s after the relay run, $(procs $p/mem) Postfix processes;" \
 	"fresh = ${idle} s after start, nothing received, $(procs $p/freshmem) processes; queue on ${TMPDIR:-/tmp}, $(df -T "$work" | awk 'NR==2 {print $2}'))"
 runs() { [ -s "$1" ] && awk -v n=$msgs '{ printf "%s%.0f", (NR > 1 ? "/" : ""), n / $1 }' "$1" || echo n/a; }
