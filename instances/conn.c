@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 #define CONN_INBUF (16 * 1024)     /* one read */
@@ -44,6 +45,7 @@ struct conn {
 	bool eof;              /* the peer closed its side */
 	bool dead;             /* the connection failed: end as soon as possible */
 	bool timed_out;
+	bool handshaking;      /* TLS handshake after STARTTLS */
 	char peer[PEER_TEXT_MAX];
 	size_t in_off, in_len; /* unconsumed input is in[in_off..in_len) */
 	char in[CONN_INBUF];
@@ -74,6 +76,7 @@ void sconf_unref(struct sconf *c)
 		return;
 	if (c->policy_loaded)
 		policy_free(&c->policy);
+	tls_ctx_free(c->tls);
 	cf_free(&c->cf);
 	free(c);
 }
@@ -241,7 +244,54 @@ static void plain_close(struct conn *c)
 	c->io.fd = -1;
 }
 
-static const struct conn_ops plain_ops = { plain_read, plain_write, plain_close };
+static const struct conn_ops plain_ops = { plain_read, plain_write, plain_close, NULL };
+
+/* ---- the TLS I/O layer (after STARTTLS) ----------------------------------- */
+
+static enum conn_io tls_rc_io(struct conn *c, enum tls_rc r, uint32_t ev)
+{
+	switch (r) {
+	case TLS_OK:
+		return CONN_IO_OK;
+	case TLS_WANT:
+		c->io.extra = ev;
+		return CONN_IO_AGAIN;
+	case TLS_EOF:
+		return CONN_IO_EOF;
+	case TLS_ERROR:
+		break;
+	}
+	c->io.error = EPROTO;
+	msg_debug("TLS with %s: %s", c->peer, tls_error(c->io.ctx));
+	return CONN_IO_ERROR;
+}
+
+static enum conn_io tls_io_read(struct conn *c, void *p, size_t n, size_t *done)
+{
+	uint32_t ev = 0;
+
+	c->io.extra = 0;
+	return tls_rc_io(c, tls_read(c->io.ctx, p, n, done, &ev), ev);
+}
+
+static enum conn_io tls_io_write(struct conn *c, const void *p, size_t n, size_t *done)
+{
+	uint32_t ev = 0;
+
+	c->io.extra = 0;
+	return tls_rc_io(c, tls_write(c->io.ctx, p, n, done, &ev), ev);
+}
+
+static void tls_io_close(struct conn *c)
+{
+	tls_free(c->io.ctx);
+	c->io.ctx = NULL;
+	plain_close(c);
+}
+
+static bool tls_io_pending(struct conn *c) { return tls_pending(c->io.ctx); }
+
+static const struct conn_ops tls_ops = { tls_io_read, tls_io_write, tls_io_close, tls_io_pending };
 
 struct conn_layer *conn_layer(struct conn *c) { return &c->io; }
 
@@ -349,6 +399,8 @@ static bool finished(struct conn *c)
 		return true;
 	if (st == SMTPD_CLOSING)
 		return out_pending(c) == 0;
+	if (st == SMTPD_STARTTLS)
+		return false; /* the handshake ends it, or its timeout */
 	return c->eof && c->in_off == c->in_len;
 }
 
@@ -374,6 +426,59 @@ static bool update_events(struct conn *c)
 }
 
 static void conn_close(struct conn *c);
+static void conn_wake(void *ctx);
+
+/* handshake_step: drive the TLS handshake; on success the session
+ * starts over inside TLS, on failure the connection ends. */
+static void handshake_step(struct conn *c)
+{
+	uint32_t ev = 0;
+	char desc[128];
+
+	c->io.extra = 0;
+	switch (tls_handshake(c->io.ctx, &ev)) {
+	case TLS_OK:
+		c->handshaking = false;
+		tls_describe(c->io.ctx, desc, sizeof desc);
+		msg_info("Anonymous TLS connection established from %s: %s", c->peer, desc);
+		c->timeout = (uint64_t)cf_num(&c->conf->cf, P_smtpd_timeout) * 1000000ULL;
+		timer_reset(c);
+		smtpd_tls_started(c->s, desc);
+		break;
+	case TLS_WANT:
+		c->io.extra = ev;
+		break;
+	case TLS_EOF:
+	case TLS_ERROR:
+		msg_info("SSL_accept error from %s: %s", c->peer, tls_error(c->io.ctx));
+		c->dead = true;
+		break;
+	}
+}
+
+/* start_tls: the 220 to STARTTLS is written: drop whatever input was
+ * read with or after the command (plaintext must never count as TLS
+ * input, CVE-2011-0411) and start the handshake. */
+static void start_tls(struct conn *c)
+{
+	struct tls *t = c->conf->tls ? tls_server(c->conf->tls, c->io.fd) : NULL;
+
+	if (c->in_off < c->in_len)
+		msg_info("discarding %zu bytes of plaintext after STARTTLS from %s",
+			 c->in_len - c->in_off, c->peer);
+	c->in_off = c->in_len = 0;
+	if (t == NULL) {
+		msg_error("cannot start TLS with %s: out of memory or no certificate", c->peer);
+		c->dead = true;
+		return;
+	}
+	c->io.ops = &tls_ops;
+	c->io.ctx = t;
+	c->handshaking = true;
+	c->timeout = (uint64_t)cf_num(&c->conf->cf, P_smtpd_starttls_timeout) * 1000000ULL;
+	timer_reset(c);
+	handshake_step(c);
+}
 
 /* conn_step: feed what was read, write what the session said, then
  * close or wait for the next event. c may be freed on return. */
@@ -381,6 +486,11 @@ static void conn_step(struct conn *c)
 {
 	feed_pending(c);
 	write_output(c);
+	if (!c->dead && !c->handshaking && smtpd_status(c->s) == SMTPD_STARTTLS &&
+	    out_pending(c) == 0 && c->io.ops == &plain_ops)
+		start_tls(c);
+	if (!c->dead && !c->handshaking && can_read(c) && c->io.ops->pending && c->io.ops->pending(c))
+		conn_wake(c); /* decrypted input waits: no socket event will say so */
 	if (finished(c)) {
 		conn_close(c);
 		return;
@@ -397,8 +507,11 @@ static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 	struct conn *c = userdata;
 	(void)src; (void)fd;
 
-	if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	if (c->handshaking) {
+		handshake_step(c);
+	} else if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR | c->io.extra)) {
 		read_input(c);
+	}
 	conn_step(c);
 	return 0;
 }
@@ -415,7 +528,11 @@ static int on_timer(sd_event_source *src, uint64_t usec, void *userdata)
 		timer_reset(c);
 		return 0;
 	}
-	if (c->timed_out || st == SMTPD_CLOSING) {
+	if (c->handshaking) {
+		msg_info("timeout during the TLS handshake with %s: dropping the connection", c->peer);
+		c->dead = true;
+		c->io.abort = true;
+	} else if (c->timed_out || st == SMTPD_CLOSING) {
 		msg_info("timeout writing to %s: dropping the connection", c->peer);
 		c->dead = true;
 		c->io.abort = true;
@@ -433,8 +550,12 @@ static int on_timer(sd_event_source *src, uint64_t usec, void *userdata)
  * of its input and write its replies, outside the session's own call. */
 static int on_defer(sd_event_source *src, void *userdata)
 {
+	struct conn *c = userdata;
 	(void)src;
-	conn_step(userdata);
+
+	if (!c->handshaking && c->io.ops->pending && c->io.ops->pending(c))
+		read_input(c);
+	conn_step(c);
 	return 0;
 }
 

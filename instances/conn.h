@@ -5,9 +5,8 @@
  * Nothing a client does can end the daemon: every failure closes that
  * one connection.
  *
- * I/O goes through a small table of functions on each conn (plain TCP
- * now), so that a TLS layer can slot in between the socket and the
- * session without the session knowing. */
+ * I/O goes through a small table of functions on each conn: plain TCP,
+ * and TLS after STARTTLS (the session only says when to start it). */
 #ifndef VHOSTMTA_CONN_H
 #define VHOSTMTA_CONN_H
 
@@ -31,6 +30,7 @@ struct sconf {
 	struct policy policy;
 	bool policy_loaded;        /* policy_free is due */
 	struct smtpd_config smtpd; /* points into this sconf */
+	struct tls_ctx *tls;       /* the server certificate, or NULL: no STARTTLS */
 };
 
 struct sconf *sconf_new(void); /* one reference, cf initialized */
@@ -48,6 +48,7 @@ struct conn_ops {
 	enum conn_io (*read)(struct conn *c, void *p, size_t n, size_t *done);
 	enum conn_io (*write)(struct conn *c, const void *p, size_t n, size_t *done);
 	void (*close)(struct conn *c); /* release the layer and the socket */
+	bool (*pending)(struct conn *c); /* input waits inside the layer (may be NULL) */
 };
 
 /* The parts of a conn an I/O layer may use. */
@@ -62,6 +63,7 @@ struct conn_layer {
 struct conn_layer *conn_layer(struct conn *c);
 
 struct ipcount;
+struct tls_ctx;
 
 struct server {
 	sd_event *event;

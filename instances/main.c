@@ -27,6 +27,7 @@
 #include "policy.h"
 #include "qmgr.h"
 #include "queue.h"
+#include "tls.h"
 #include "util.h"
 
 #ifndef VERSION
@@ -168,12 +169,37 @@ static bool conf_policy(struct sconf *c, struct diag *d)
 	return c->policy_loaded && d->errors == 0;
 }
 
+/* conf_tls: the server certificate for STARTTLS. Under "encrypt" it
+ * must load; under "may" a missing or broken one only means STARTTLS is
+ * not offered (as in Postfix): mail keeps flowing in plaintext. A reload
+ * reads the files again: new certificates for new sessions. */
+static bool conf_tls(struct sconf *c, const char *path, struct diag *d)
+{
+	const struct cf *cf = &c->cf;
+	enum tls_level level = tls_level_parse(cf_str(cf, P_smtpd_tls_security_level));
+	char err[512];
+
+	if (level == TLS_LEVEL_NONE)
+		return true;
+	c->tls = tls_server_ctx(cf_str(cf, P_smtpd_tls_cert_file), cf_str(cf, P_smtpd_tls_key_file),
+				err, sizeof err);
+	c->smtpd.tls = c->tls != NULL;
+	if (c->tls)
+		return true;
+	if (level == TLS_LEVEL_ENCRYPT) {
+		diag_error(d, path, 0, "smtpd_tls_security_level = encrypt: %s", err);
+		return false;
+	}
+	diag_warn(d, path, 0, "%s: STARTTLS is not offered", err);
+	return true;
+}
+
 /* conf_load: a whole generation, or NULL after reporting why. */
 static struct sconf *conf_load(const char *path, struct diag *d)
 {
 	struct sconf *c = sconf_new();
 
-	if (conf_read(c, path, d) && conf_policy(c, d))
+	if (conf_read(c, path, d) && conf_policy(c, d) && conf_tls(c, path, d))
 		return c;
 	sconf_unref(c);
 	return NULL;
@@ -381,7 +407,7 @@ static struct sconf *reload_conf(struct instance *in, struct diag *d)
 
 	if (ok && pin_restart_params(&in->server.conf->cf, &c->cf, in->cfpath) > 0)
 		ok = cf_finalize(&c->cf, in->cfpath, d) && d->errors == 0;
-	if (ok && conf_policy(c, d))
+	if (ok && conf_policy(c, d) && conf_tls(c, in->cfpath, d))
 		return c;
 	sconf_unref(c);
 	return NULL;

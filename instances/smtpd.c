@@ -33,10 +33,11 @@ enum state {
 	S_DATA,  /* reading message content */
 	S_WAIT,  /* message handed to the queue, waiting for the commit */
 	S_CLOSING,
+	S_TLS,   /* 220 to STARTTLS said: the connection does the handshake */
 };
 
 static const char *const state_names[] = {
-	"START", "READY", "MAIL", "RCPT", "DATA", "WAIT", "CLOSING",
+	"START", "READY", "MAIL", "RCPT", "DATA", "WAIT", "CLOSING", "TLS",
 };
 
 /* Where the DATA state machine is within a line. */
@@ -73,6 +74,8 @@ struct smtpd {
 	enum state state;
 	enum dstate dstate;
 	bool esmtp;
+	bool tls;             /* inside TLS, after STARTTLS */
+	char tls_desc[128];   /* "TLSv1.3 with cipher ..." for Received */
 	bool shutdown;        /* 421 after the current transaction */
 	bool freed;           /* smtpd_free while the queue still calls back */
 	char helo[HELO_MAX + 1];
@@ -87,6 +90,7 @@ struct command {
 	unsigned states; /* bit mask of enum state where it is allowed */
 	bool junk;       /* counts against smtpd_junk_command_limit */
 	bool last;       /* RFC 2920: must end a pipelined group */
+	bool pre_tls;    /* allowed before STARTTLS under smtpd_tls_security_level = encrypt */
 	void (*run)(struct smtpd *s, const char *arg, size_t n);
 };
 
@@ -161,6 +165,16 @@ static void reject_log(struct smtpd *s, const char *verb, const char *text, cons
 
 /* --- commands ---------------------------------------------------------- */
 
+static bool tls_offered(const struct smtpd *s)
+{
+	return s->cfg->tls && !s->tls && strcmp(param_str(s, P_smtpd_tls_security_level), "none") != 0;
+}
+
+static bool tls_required(const struct smtpd *s)
+{
+	return !s->tls && strcmp(param_str(s, P_smtpd_tls_security_level), "encrypt") == 0;
+}
+
 static void do_helo(struct smtpd *s, const char *arg, size_t n, bool esmtp)
 {
 	if (n == 0) {
@@ -180,6 +194,8 @@ static void do_helo(struct smtpd *s, const char *arg, size_t n, bool esmtp)
 	reply(s, "250-PIPELINING");
 	reply(s, "250-SIZE %lld", param(s, P_message_size_limit));
 	reply(s, "250-ENHANCEDSTATUSCODES");
+	if (tls_offered(s))
+		reply(s, "250-STARTTLS");
 	reply(s, "250 8BITMIME");
 }
 
@@ -285,9 +301,13 @@ static void received(struct smtpd *s, struct buf *b)
 	struct tm tm;
 
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", localtime_r(&now, &tm));
-	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (%s) with %s id %s", s->helo,
-		   ipaddr_format(&s->client.addr, addr), param_str(s, P_myhostname),
-		   param_str(s, P_mail_name), s->esmtp ? "ESMTP" : "SMTP", s->t.id);
+	buf_printf(b, "Received: from %s ([%s])\r\n", s->helo, ipaddr_format(&s->client.addr, addr));
+	if (s->tls)
+		buf_printf(b, "\t(using %s)\r\n", s->tls_desc);
+	/* RFC 3848: ESMTPS is ESMTP inside TLS. */
+	buf_printf(b, "\tby %s (%s) with %s%s id %s", param_str(s, P_myhostname),
+		   param_str(s, P_mail_name), s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "",
+		   s->t.id);
 	if (s->t.nrcpts == 1)
 		buf_printf(b, "\r\n\tfor <%s>", s->t.rcpts[0]);
 	buf_printf(b, "; %s\r\n", date);
@@ -388,23 +408,53 @@ static void cmd_unimplemented(struct smtpd *s, const char *arg, size_t n)
 	error(s, "502 5.5.1 Error: command not implemented");
 }
 
+/* cmd_starttls: RFC 3207. After the 220 the connection layer drops any
+ * input it already holds (plaintext pipelined after STARTTLS must never
+ * be read as if it came inside TLS: CVE-2011-0411; this command ends a
+ * pipelined group, so such input has already ended the session). */
+static void cmd_starttls(struct smtpd *s, const char *arg, size_t n)
+{
+	if (s->tls) {
+		error(s, "554 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!tls_offered(s)) {
+		error(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (n > 0) {
+		error(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (!s->esmtp) {
+		error(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (s->state == S_MAIL || s->state == S_RCPT) {
+		error(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	enter_state(s, S_TLS);
+}
+
 static const struct command commands[] = {
-	{ "EHLO", ANY_CMD, false, true, cmd_ehlo },
-	{ "HELO", ANY_CMD, false, true, cmd_helo },
-	{ "MAIL", ANY_CMD, false, false, cmd_mail },
-	{ "RCPT", ANY_CMD, false, false, cmd_rcpt },
-	{ "DATA", ANY_CMD, false, true, cmd_data },
-	{ "RSET", ANY_CMD, true, false, cmd_rset },
-	{ "NOOP", ANY_CMD, true, true, cmd_noop },
-	{ "VRFY", ANY_CMD, true, true, cmd_vrfy },
-	{ "HELP", ANY_CMD, true, true, cmd_help },
-	{ "QUIT", ANY_CMD, false, true, cmd_quit },
-	{ "EXPN", ANY_CMD, true, true, cmd_unimplemented },
-	{ "ETRN", ANY_CMD, true, true, cmd_unimplemented },
-	{ "TURN", ANY_CMD, true, true, cmd_unimplemented },
-	{ "BDAT", ANY_CMD, false, true, cmd_unimplemented },
-	{ "AUTH", ANY_CMD, false, true, cmd_unimplemented },
-	{ "STARTTLS", ANY_CMD, false, true, cmd_unimplemented },
+	{ "EHLO", ANY_CMD, false, true, true, cmd_ehlo },
+	{ "HELO", ANY_CMD, false, true, true, cmd_helo },
+	{ "MAIL", ANY_CMD, false, false, false, cmd_mail },
+	{ "RCPT", ANY_CMD, false, false, false, cmd_rcpt },
+	{ "DATA", ANY_CMD, false, true, false, cmd_data },
+	{ "RSET", ANY_CMD, true, false, true, cmd_rset },
+	{ "NOOP", ANY_CMD, true, true, true, cmd_noop },
+	{ "VRFY", ANY_CMD, true, true, false, cmd_vrfy },
+	{ "HELP", ANY_CMD, true, true, true, cmd_help },
+	{ "QUIT", ANY_CMD, false, true, true, cmd_quit },
+	{ "EXPN", ANY_CMD, true, true, false, cmd_unimplemented },
+	{ "ETRN", ANY_CMD, true, true, false, cmd_unimplemented },
+	{ "TURN", ANY_CMD, true, true, false, cmd_unimplemented },
+	{ "BDAT", ANY_CMD, false, true, false, cmd_unimplemented },
+	{ "AUTH", ANY_CMD, false, true, false, cmd_unimplemented },
+	{ "STARTTLS", ANY_CMD, false, true, true, cmd_starttls },
 };
 
 static const struct command *find_command(const char *p, size_t n)
@@ -455,6 +505,10 @@ static void command(struct smtpd *s, const char *p, size_t n)
 	if (c->junk && ++s->junk > (unsigned)param(s, P_smtpd_junk_command_limit)) {
 		reply(s, "421 4.7.0 %s Error: too many junk commands", param_str(s, P_myhostname));
 		enter_state(s, S_CLOSING);
+		return;
+	}
+	if (!c->pre_tls && tls_required(s)) {
+		error(s, "530 5.7.0 Must issue a STARTTLS command first");
 		return;
 	}
 	size_t k = strlen(c->verb);
@@ -670,7 +724,7 @@ size_t smtpd_feed(struct smtpd *s, const char *p, size_t n)
 {
 	size_t used = 0;
 
-	while (used < n && (s->state != S_WAIT && s->state != S_CLOSING)) {
+	while (used < n && s->state != S_WAIT && s->state != S_CLOSING && s->state != S_TLS) {
 		if (s->state == S_DATA)
 			used += data_bytes(s, p + used, n - used);
 		else
@@ -700,7 +754,16 @@ struct smtpd *smtpd_new(const struct smtpd_config *cfg, const struct smtpd_clien
 
 enum smtpd_status smtpd_status(const struct smtpd *s)
 {
-	return s->state == S_CLOSING ? SMTPD_CLOSING : s->state == S_WAIT ? SMTPD_WAITING : SMTPD_OPEN;
+	switch (s->state) {
+	case S_CLOSING:
+		return SMTPD_CLOSING;
+	case S_WAIT:
+		return SMTPD_WAITING;
+	case S_TLS:
+		return SMTPD_STARTTLS;
+	default:
+		return SMTPD_OPEN;
+	}
 }
 
 struct buf *smtpd_output(struct smtpd *s) { return &s->out; }
@@ -719,6 +782,11 @@ void smtpd_timeout(struct smtpd *s)
 {
 	if (s->state == S_WAIT || s->state == S_CLOSING)
 		return;
+	if (s->state == S_TLS) { /* no plaintext reply in the middle of a handshake */
+		msg_info("timeout after STARTTLS from %s", s->client_text);
+		enter_state(s, S_CLOSING);
+		return;
+	}
 	msg_info("timeout after %s from %s", state_names[s->state], s->client_text);
 	reply(s, "421 4.4.2 %s Error: timeout exceeded", param_str(s, P_myhostname));
 	txn_reset(s);
@@ -727,7 +795,7 @@ void smtpd_timeout(struct smtpd *s)
 
 void smtpd_shutdown(struct smtpd *s)
 {
-	if (s->state == S_DATA || s->state == S_WAIT) {
+	if (s->state == S_DATA || s->state == S_WAIT || s->state == S_TLS) {
 		s->shutdown = true;
 		return;
 	}
@@ -750,4 +818,22 @@ void smtpd_free(struct smtpd *s)
 	buf_free(&s->out);
 	buf_free(&s->line);
 	free(s);
+}
+
+void smtpd_tls_started(struct smtpd *s, const char *desc)
+{
+	if (s->state != S_TLS)
+		msg_panic("smtpd_tls_started in state %s", state_names[s->state]);
+	txn_reset(s);
+	s->helo[0] = 0;
+	s->esmtp = false;
+	s->line_overflow = false;
+	buf_reset(&s->line);
+	s->tls = true;
+	snprintf(s->tls_desc, sizeof s->tls_desc, "%s", desc);
+	enter_state(s, S_START);
+	if (s->shutdown) {
+		reply(s, "421 4.3.2 %s Service shutting down", param_str(s, P_myhostname));
+		enter_state(s, S_CLOSING);
+	}
 }

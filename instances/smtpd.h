@@ -1,8 +1,9 @@
-/* smtpd.h: the ESMTP server session (RFC 5321, 2920, 1870, 6152, 2034), as
+/* smtpd.h: the ESMTP server session (RFC 5321, 2920, 1870, 6152, 2034, 3207), as
  * a protocol engine without I/O: the connection layer feeds it the bytes
  * it reads and writes out what the session puts in its output buffer. So
  * the session can be tested with dialogues, fuzzed, and put behind TLS
- * (a later layer between the socket and this engine) unchanged.
+ * (a layer between the socket and this engine) unchanged: STARTTLS only
+ * tells the connection layer when to start the handshake.
  *
  * Flow: smtpd_new() queues the greeting; smtpd_feed() consumes input and
  * appends replies. After the final dot of a message the session submits
@@ -28,6 +29,7 @@ struct smtpd_config {
 	const struct cf *cf;         /* expanded parameters */
 	const struct policy *policy;
 	struct queue *queue;
+	bool tls;                    /* STARTTLS can be offered (a certificate is loaded) */
 };
 
 struct smtpd_client {
@@ -46,6 +48,9 @@ enum smtpd_status {
 	SMTPD_OPEN,    /* go on reading */
 	SMTPD_WAITING, /* waiting for the queue: do not feed until wake() */
 	SMTPD_CLOSING, /* write out the output, then close */
+	SMTPD_STARTTLS,/* write out the output (the 220), drop any input
+			* already read, then the TLS handshake: do not feed
+			* until smtpd_tls_started() */
 };
 
 struct smtpd;
@@ -66,6 +71,11 @@ void smtpd_timeout(struct smtpd *s);
  * now; inside one, 421 once the current message is answered. */
 void smtpd_shutdown(struct smtpd *s);
 void smtpd_free(struct smtpd *s);
+/* smtpd_tls_started: the handshake after STARTTLS succeeded: the session
+ * starts over inside TLS (RFC 3207: everything learnt before is
+ * forgotten). desc: "TLSv1.3 with cipher ... (256/256 bits)", for the
+ * Received header. */
+void smtpd_tls_started(struct smtpd *s, const char *desc);
 
 /* Counters for STATUS= and the log. */
 struct smtpd_stats {

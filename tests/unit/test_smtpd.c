@@ -72,7 +72,7 @@ static void env_open(struct env *e, const char *extra)
 				cf_str(&e->cf, P_proxy_interfaces), &d));
 	e->queue = queue_open(cf_str(&e->cf, P_queue_directory));
 	assert_non_null(e->queue);
-	e->config = (struct smtpd_config){ &e->cf, &e->policy, e->queue };
+	e->config = (struct smtpd_config){ &e->cf, &e->policy, e->queue, false };
 	buf_free(&text);
 }
 
@@ -147,6 +147,8 @@ static size_t count_files(const char *dir)
 #define GREETING "220 mail.hosted.test ESMTP vhostmta\r\n"
 #define EHLO_REPLY "250-mail.hosted.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n" \
 		   "250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
+#define TLS_EHLO_REPLY "250-mail.hosted.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n" \
+		       "250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
 #define QUEUED "250 2.0.0 Ok: queued as XX\r\n"
 
 static struct smtpd *greeted(struct env *e, const char *client)
@@ -237,6 +239,94 @@ static void test_order_and_syntax(void **state)
 	       "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery\r\n");
 	expect(&e, s, "HELP\r\n", "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT\r\n");
 	expect(&e, s, "noop\r\n", "250 2.0.0 Ok\r\n");
+	smtpd_free(s);
+	env_close(&e);
+}
+
+/* STARTTLS in the engine (RFC 3207): offered only with a certificate and a
+ * level other than none; the 220 hands over to the connection layer;
+ * plaintext pipelined after it ends the session (CVE-2011-0411); after
+ * the handshake everything starts over; encrypt refuses mail before it. */
+static void test_starttls(void **state)
+{
+	struct env e;
+	env_open(&e, "smtpd_tls_security_level = may\n");
+	e.config.tls = true;
+	struct smtpd *s = greeted(&e, "198.51.100.7");
+	expect(&e, s, "STARTTLS\r\n", "503 5.5.1 Error: send EHLO first\r\n");
+	expect(&e, s, "EHLO c.example\r\n", TLS_EHLO_REPLY);
+	expect(&e, s, "STARTTLS now\r\n", "501 5.5.4 Syntax: STARTTLS\r\n");
+	expect(&e, s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+	expect(&e, s, "STARTTLS\r\n", "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	expect(&e, s, "RSET\r\n", "250 2.0.0 Ok\r\n");
+	expect(&e, s, "STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n");
+	assert_int_equal(smtpd_status(s), SMTPD_STARTTLS);
+	/* Nothing is consumed until the handshake is done. */
+	assert_int_equal(smtpd_feed(s, "EHLO x\r\n", 8), 0);
+	smtpd_tls_started(s, "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)");
+	assert_int_equal(smtpd_status(s), SMTPD_OPEN);
+	char *none = take(s);
+	assert_string_equal(none, ""); /* no second greeting */
+	free(none);
+	/* The earlier EHLO is forgotten: MAIL with parameters needs a new one. */
+	expect(&e, s, "MAIL FROM:<a@b.example> SIZE=10\r\n",
+	       "555 5.5.4 Unsupported option: ESMTP parameters need EHLO\r\n");
+	expect(&e, s, "EHLO c.example\r\n", EHLO_REPLY);
+	expect(&e, s, "STARTTLS\r\n", "554 5.5.1 Error: TLS already active\r\n");
+	expect(&e, s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+	expect(&e, s, "RCPT TO:<user@hosted.test>\r\n", "250 2.1.5 Ok\r\n");
+	expect(&e, s, "DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n");
+	expect(&e, s, "Subject: hi\r\n\r\nbody\r\n.\r\n", QUEUED);
+	smtpd_free(s);
+
+	/* The injection: STARTTLS and a command in one read never gets
+	 * to the handshake; the command is never answered. */
+	s = greeted(&e, "198.51.100.7");
+	expect(&e, s, "EHLO c.example\r\n", TLS_EHLO_REPLY);
+	expect(&e, s, "STARTTLS\r\nRSET\r\n", "554 5.5.0 Error: improper use of SMTP command pipelining\r\n");
+	assert_int_equal(smtpd_status(s), SMTPD_CLOSING);
+	smtpd_free(s);
+
+	/* A shutdown during the handshake: 421 inside TLS, not before. */
+	s = greeted(&e, "198.51.100.7");
+	expect(&e, s, "EHLO c.example\r\n", TLS_EHLO_REPLY);
+	expect(&e, s, "STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n");
+	smtpd_shutdown(s);
+	none = take(s);
+	assert_string_equal(none, "");
+	free(none);
+	smtpd_tls_started(s, "TLSv1.2 with cipher X (128/128 bits)");
+	char *got = take(s);
+	assert_string_equal(got, "421 4.3.2 mail.hosted.test Service shutting down\r\n");
+	free(got);
+	assert_int_equal(smtpd_status(s), SMTPD_CLOSING);
+	smtpd_free(s);
+	env_close(&e);
+
+	/* No certificate loaded: not offered, not accepted. */
+	env_open(&e, "smtpd_tls_security_level = may\n");
+	s = greeted(&e, "198.51.100.7");
+	expect(&e, s, "EHLO c.example\r\n", EHLO_REPLY);
+	expect(&e, s, "STARTTLS\r\n", "502 5.5.1 Error: command not implemented\r\n");
+	smtpd_free(s);
+	env_close(&e);
+
+	/* encrypt: mail only after STARTTLS. */
+	env_open(&e, "smtpd_tls_security_level = encrypt\n");
+	e.config.tls = true;
+	s = greeted(&e, "127.0.0.1");
+	expect(&e, s, "EHLO c.example\r\n", TLS_EHLO_REPLY);
+	expect(&e, s, "MAIL FROM:<a@b.example>\r\n", "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	expect(&e, s, "RCPT TO:<user@hosted.test>\r\n", "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	expect(&e, s, "VRFY x\r\n", "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	expect(&e, s, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+	expect(&e, s, "STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n");
+	smtpd_tls_started(s, "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)");
+	expect(&e, s, "EHLO c.example\r\n", EHLO_REPLY);
+	expect(&e, s, "MAIL FROM:<a@b.example>\r\n", "250 2.1.0 Ok\r\n");
+	expect(&e, s, "RCPT TO:<user@hosted.test>\r\n", "250 2.1.5 Ok\r\n");
+	expect(&e, s, "DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n");
+	expect(&e, s, "Subject: hi\r\n\r\nbody\r\n.\r\n", QUEUED);
 	smtpd_free(s);
 	env_close(&e);
 }
@@ -519,6 +609,7 @@ int main(void)
 		cmocka_unit_test(test_bad_command_lines),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_endings),
+		cmocka_unit_test(test_starttls),
 	};
 	return cmocka_run_group_tests_name("smtpd", tests, setup, teardown);
 }
