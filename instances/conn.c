@@ -244,7 +244,7 @@ static void plain_close(struct conn *c)
 	c->io.fd = -1;
 }
 
-static const struct conn_ops plain_ops = { plain_read, plain_write, plain_close, NULL };
+static const struct conn_ops plain_ops = { plain_read, plain_write, plain_close };
 
 /* ---- the TLS I/O layer (after STARTTLS) ----------------------------------- */
 
@@ -271,7 +271,11 @@ static enum conn_io tls_io_read(struct conn *c, void *p, size_t n, size_t *done)
 	uint32_t ev = 0;
 
 	c->io.extra = 0;
-	return tls_rc_io(c, tls_read(c->io.ctx, p, n, done, &ev), ev);
+	enum conn_io r = tls_rc_io(c, tls_read(c->io.ctx, p, n, done, &ev), ev);
+	/* Only after input: a record half received counts as pending too,
+	 * and reading it again would only wait for the socket. */
+	c->io.more = r == CONN_IO_OK && tls_pending(c->io.ctx);
+	return r;
 }
 
 static enum conn_io tls_io_write(struct conn *c, const void *p, size_t n, size_t *done)
@@ -289,9 +293,7 @@ static void tls_io_close(struct conn *c)
 	plain_close(c);
 }
 
-static bool tls_io_pending(struct conn *c) { return tls_pending(c->io.ctx); }
-
-static const struct conn_ops tls_ops = { tls_io_read, tls_io_write, tls_io_close, tls_io_pending };
+static const struct conn_ops tls_ops = { tls_io_read, tls_io_write, tls_io_close };
 
 struct conn_layer *conn_layer(struct conn *c) { return &c->io; }
 
@@ -443,6 +445,7 @@ static void handshake_step(struct conn *c)
 		msg_info("Anonymous TLS connection established from %s: %s", c->peer, desc);
 		c->timeout = (uint64_t)cf_num(&c->conf->cf, P_smtpd_timeout) * 1000000ULL;
 		timer_reset(c);
+		c->io.more = tls_pending(c->io.ctx); /* the client may not wait for us */
 		smtpd_tls_started(c->s, desc);
 		break;
 	case TLS_WANT:
@@ -489,7 +492,7 @@ static void conn_step(struct conn *c)
 	if (!c->dead && !c->handshaking && smtpd_status(c->s) == SMTPD_STARTTLS &&
 	    out_pending(c) == 0 && c->io.ops == &plain_ops)
 		start_tls(c);
-	if (!c->dead && !c->handshaking && can_read(c) && c->io.ops->pending && c->io.ops->pending(c))
+	if (!c->dead && !c->handshaking && can_read(c) && c->io.more)
 		conn_wake(c); /* decrypted input waits: no socket event will say so */
 	if (finished(c)) {
 		conn_close(c);
@@ -553,7 +556,7 @@ static int on_defer(sd_event_source *src, void *userdata)
 	struct conn *c = userdata;
 	(void)src;
 
-	if (!c->handshaking && c->io.ops->pending && c->io.ops->pending(c))
+	if (!c->handshaking && c->io.more)
 		read_input(c);
 	conn_step(c);
 	return 0;

@@ -48,7 +48,6 @@ struct conn_ops {
 	enum conn_io (*read)(struct conn *c, void *p, size_t n, size_t *done);
 	enum conn_io (*write)(struct conn *c, const void *p, size_t n, size_t *done);
 	void (*close)(struct conn *c); /* release the layer and the socket */
-	bool (*pending)(struct conn *c); /* input waits inside the layer (may be NULL) */
 };
 
 /* The parts of a conn an I/O layer may use. */
@@ -59,6 +58,8 @@ struct conn_layer {
 	uint32_t extra;    /* epoll events the layer needs besides the conn's */
 	int error;         /* errno of the last CONN_IO_ERROR, for the log */
 	bool abort;        /* close drops unsent data (a peer that stopped reading) */
+	bool more;         /* after a read: more input waits inside the layer,
+			    * no socket event will tell */
 };
 struct conn_layer *conn_layer(struct conn *c);
 

@@ -32,6 +32,7 @@
 #include "qmgr.h"
 #include "queue.h"
 #include "smtpc.h"
+#include "tls.h"
 #include "util.h"
 
 #define USEC 1000000ULL
@@ -138,6 +139,8 @@ struct dconf {
 	bool has_relay;
 	struct ipaddr *own;
 	size_t nown;
+	struct tls_ctx *tls;   /* the delivery side's TLS context, made when first needed */
+	bool tls_failed;       /* ... and it could not be made */
 };
 
 struct deferred {
@@ -213,6 +216,7 @@ static void dconf_unref(struct dconf *dc)
 	if (dc == NULL || --dc->refs > 0)
 		return;
 	sconf_unref(dc->sc);
+	tls_ctx_free(dc->tls);
 	free(dc->own);
 	free(dc);
 }
@@ -284,6 +288,29 @@ static void smtpc_cfg_from(struct smtpc_cfg *s, const struct cf *cf, bool lmtp)
 	s->data_done_us = (uint64_t)cf_num(cf, P_smtp_data_done_timeout) * USEC;
 	s->quit_us = (uint64_t)cf_num(cf, P_smtp_quit_timeout) * USEC;
 	s->line_length_limit = (size_t)cf_num(cf, P_smtp_line_length_limit);
+	/* LMTP goes to a local or trusted next hop: never TLS. */
+	s->tls_level = lmtp ? TLS_LEVEL_NONE
+			    : tls_level_parse(cf_str(cf, P_smtp_tls_security_level));
+	s->starttls_us = (uint64_t)cf_num(cf, P_smtp_starttls_timeout) * USEC;
+}
+
+/* dconf_tls: the TLS client context of a configuration generation, made
+ * on first use (loading the CA store costs, and many generations never
+ * see a server offer STARTTLS); a failure is logged once, and smtpc then
+ * defers the connections whose server offers TLS. */
+static struct tls_ctx *dconf_tls(void *arg)
+{
+	struct dconf *dc = arg;
+	char err[256];
+
+	if (dc->tls == NULL && !dc->tls_failed) {
+		dc->tls = tls_client_ctx(cf_str(CF(dc), P_smtp_tls_CAfile), err, sizeof err);
+		if (dc->tls == NULL) {
+			dc->tls_failed = true;
+			msg_error("TLS for delivery is unavailable: %s", err);
+		}
+	}
+	return dc->tls;
 }
 
 /* dconf_new: what delivery derives from one configuration generation:
@@ -300,6 +327,8 @@ static struct dconf *dconf_new(struct sconf *sc)
 	dc->sc = sconf_ref(sc);
 	smtpc_cfg_from(&dc->smtp, cf, false);
 	smtpc_cfg_from(&dc->lmtp, cf, true);
+	dc->smtp.tls_ctx = dconf_tls;
+	dc->smtp.tls_arg = dc;
 	if (!iflist_parse(cf_str(cf, P_inet_interfaces), &ifs, err, sizeof err))
 		ifs = (struct iflist){ IFLIST_ALL, 0, NULL };
 	dc->bind4 = bind_param(cf_str(cf, P_smtp_bind_address), &ifs, AF_INET, &dc->b4, &dc->b4len, &ex4);
@@ -349,10 +378,11 @@ static const char *rcpt_domain(const char *rcpt)
 	return at ? at + 1 : "";
 }
 
-/* log_rcpt: the delivery line of one recipient. */
-static void log_rcpt(const struct amsg *m, size_t i, const char *relay, uint64_t b_us,
-		     uint64_t c_us, uint64_t d_us, const char *dsn, const char *status,
-		     const char *text)
+/* log_rcpt: the delivery line of one recipient; tls: the connection's
+ * smtpc_tls_summary, or NULL when the result came from no connection. */
+static void log_rcpt(const struct amsg *m, size_t i, const char *relay, const char *tls,
+		     uint64_t b_us, uint64_t c_us, uint64_t d_us, const char *dsn,
+		     const char *status, const char *text)
 {
 	uint64_t now = now_real();
 	char total[24], a[24], b[24], c[24], d[24];
@@ -365,8 +395,9 @@ static void log_rcpt(const struct amsg *m, size_t i, const char *relay, uint64_t
 	secs(b, sizeof b, b_us);
 	secs(c, sizeof c, c_us);
 	secs(d, sizeof d, d_us);
-	msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)",
-		 m->q.id, buf_cstr(&rcpt), relay, total, a, b, c, d, dsn, status, buf_cstr(&safe));
+	msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)%s%s",
+		 m->q.id, buf_cstr(&rcpt), relay, total, a, b, c, d, dsn, status, buf_cstr(&safe),
+		 tls ? ", tls=" : "", tls ? tls : "");
 	buf_free(&safe);
 	buf_free(&rcpt);
 }
@@ -401,16 +432,17 @@ static void rcpt_fail(struct amsg *m, size_t i, const char *dsn, const char *rem
 }
 
 /* rcpt_result: one recipient's outcome, logged. perm: a bounce unless
- * soft_bounce says to defer. relay: "host[ip]:port" or "none". */
+ * soft_bounce says to defer. relay: "host[ip]:port" or "none"; tls: as
+ * in log_rcpt. */
 static void rcpt_result(struct amsg *m, size_t i, int code, const char *dsn, const char *relay,
-			const char *remote, const char *diag, const char *text, uint64_t b_us,
-			uint64_t c_us, uint64_t d_us)
+			const char *tls, const char *remote, const char *diag, const char *text,
+			uint64_t b_us, uint64_t c_us, uint64_t d_us)
 {
 	const struct cf *cf = CF(m->f->q->dc);
 	char sdsn[12];
 
 	if (code >= 200 && code < 300) {
-		log_rcpt(m, i, relay, b_us, c_us, d_us, dsn, "sent", text);
+		log_rcpt(m, i, relay, tls, b_us, c_us, d_us, dsn, "sent", text);
 		rcpt_close(m, i, R_DONE);
 		return;
 	}
@@ -420,10 +452,10 @@ static void rcpt_result(struct amsg *m, size_t i, int code, const char *dsn, con
 		code = 400;
 	}
 	if (code >= 500) {
-		log_rcpt(m, i, relay, b_us, c_us, d_us, dsn, "bounced", text);
+		log_rcpt(m, i, relay, tls, b_us, c_us, d_us, dsn, "bounced", text);
 		rcpt_fail(m, i, dsn, remote, diag, text);
 	} else {
-		log_rcpt(m, i, relay, b_us, c_us, d_us, dsn, "deferred", text);
+		log_rcpt(m, i, relay, tls, b_us, c_us, d_us, dsn, "deferred", text);
 		rcpt_defer(m, i, text);
 	}
 }
@@ -733,7 +765,7 @@ static void fail_jobs(struct dest *d, int code, const char *dsn, const char *tex
 		uint64_t now = now_real();
 		for (size_t k = 0; k < j->n; k++)
 			if (m->st[j->idx[k]] == R_TODO)
-				rcpt_result(m, j->idx[k], code, dsn, "none", NULL, NULL, text,
+				rcpt_result(m, j->idx[k], code, dsn, "none", NULL, NULL, NULL, text,
 					    since(m->active_us, now), 0, 0);
 		job_free(j);
 		msg_check(m);
@@ -921,7 +953,7 @@ static void on_done(void *ctx, struct smtpc *c, struct smtpc_txn *t)
 	for (size_t k = 0; k < t->nrcpts; k++) {
 		const struct smtpc_result *r = &t->rcpts[k].res;
 		rcpt_result(m, oc->ridx[k], r->code, r->dsn[0] ? r->dsn : "4.0.0", relay,
-			    oc->targets[oc->ti].host, r->reply, r->text, b, cc, dd);
+			    smtpc_tls_summary(c), oc->targets[oc->ti].host, r->reply, r->text, b, cc, dd);
 	}
 	oc->job = NULL;
 	oc->fresh = false;
@@ -1276,7 +1308,7 @@ static void msg_route(struct qmgr *q, struct amsg *m, struct dest ***touched, si
 			continue;
 		dd[i] = route(q, m->q.rcpts[i], err, sizeof err);
 		if (dd[i] == NULL)
-			rcpt_result(m, i, 550, "5.1.2", "none", NULL, NULL, err, 0, 0, 0);
+			rcpt_result(m, i, 550, "5.1.2", "none", NULL, NULL, NULL, err, 0, 0, 0);
 	}
 	for (size_t i = 0; i < m->q.nrcpts; i++) {
 		if (dd[i] == NULL)

@@ -3,7 +3,9 @@
  * with each phase's timeout; a defer source that reports from the loop
  * what was decided inside a call), the input line assembly and reply
  * parsing, the output buffer, the content encoder, and the state of the
- * transaction between smtpc_send() and done().
+ * transaction between smtpc_send() and done(). After STARTTLS the same
+ * socket carries a TLS session (tls.h): the I/O table is switched, and
+ * nothing read before the switch is ever taken as a reply after it.
  *
  * Callbacks run only from event handlers. A callback may end the
  * connection (smtpc_abort in done()): the connection is then only marked,
@@ -56,6 +58,8 @@ enum state {
 	ST_GREETING,   /* waiting for the 220 */
 	ST_EHLO,       /* EHLO or LHLO sent */
 	ST_HELO,       /* HELO sent after EHLO was refused */
+	ST_STARTTLS,   /* STARTTLS sent */
+	ST_TLS,        /* the TLS handshake */
 	ST_READY,      /* idle: the caller sends or quits */
 	ST_MAIL,       /* waiting for the MAIL reply */
 	ST_RCPT,       /* waiting for RCPT replies */
@@ -77,7 +81,7 @@ enum rstate {
 
 enum io_rc { IO_OK, IO_AGAIN, IO_EOF, IO_ERROR };
 
-/* The I/O layer: plain TCP or UNIX stream now; TLS slots in here. */
+/* The I/O layer: plain TCP or UNIX stream, or TLS after STARTTLS. */
 struct smtpc_io {
 	enum io_rc (*read)(struct smtpc *c, void *p, size_t n, size_t *done);
 	enum io_rc (*write)(struct smtpc *c, const void *p, size_t n, size_t *done);
@@ -92,11 +96,20 @@ struct smtpc {
 	void *ctx;
 	char hostip[HOSTIP_TEXT]; /* "host[addr]" for texts */
 	char peer[PEER_TEXT];     /* "host[addr]:port" for relay= */
+	char *host;               /* as given: the name TLS verifies */
 
 	int fd, family;
 	const struct smtpc_io *io;
 	int io_error;       /* errno of the last IO_ERROR */
-	uint32_t io_extra;  /* events the I/O layer needs besides ours */
+	uint32_t io_extra;  /* events the I/O layer needs besides ours: what
+			     * the TLS handshake or a TLS write waits for */
+	uint32_t rd_want;   /* what a TLS read waits for (asked only while
+			     * replies are read: never a busy loop) */
+	struct tls_ctx *tls_x; /* the context, from cfg.tls_ctx */
+	struct tls *tls;    /* after STARTTLS was accepted */
+	bool tls_up;        /* the handshake is done */
+	bool tls_more;      /* TLS: input may wait inside the library */
+	char tls_sum[128];  /* smtpc_tls_summary */
 	sd_event_source *io_src, *timer, *defer;
 
 	enum state st;
@@ -313,7 +326,10 @@ static uint64_t phase_timeout(const struct smtpc *c, enum state st)
 	case ST_GREETING:
 	case ST_EHLO:
 	case ST_HELO:
+	case ST_STARTTLS:
 		return or_default(g->helo_us);
+	case ST_TLS:
+		return or_default(g->starttls_us);
 	case ST_MAIL:
 		return or_default(g->mail_us);
 	case ST_RCPT:
@@ -348,8 +364,8 @@ static void timer_arm(struct smtpc *c, uint64_t us)
 }
 
 static const char *const state_names[] = {
-	"CONNECTING", "GREETING", "EHLO", "HELO", "READY", "MAIL", "RCPT", "DATA", "BODY",
-	"DOT", "RSET", "QUIT", "DEAD",
+	"CONNECTING", "GREETING", "EHLO", "HELO", "STARTTLS", "TLS", "READY", "MAIL", "RCPT",
+	"DATA", "BODY", "DOT", "RSET", "QUIT", "DEAD",
 };
 
 /* set_state: enter st with its timeout (entering the same state again,
@@ -370,9 +386,11 @@ static void kick(struct smtpc *c)
 		msg_error("cannot schedule the connection to %s", c->peer); /* its timer ends it */
 }
 
+/* reading: whether replies are read in st (not during the handshake:
+ * the library reads then). */
 static bool reading(enum state st)
 {
-	return st != ST_CONNECTING && st != ST_BODY && st != ST_DEAD;
+	return st != ST_CONNECTING && st != ST_TLS && st != ST_BODY && st != ST_DEAD;
 }
 
 static void update_events(struct smtpc *c)
@@ -385,11 +403,15 @@ static void update_events(struct smtpc *c)
 		ev = EPOLLOUT;
 	} else if (c->st != ST_DEAD) {
 		if (reading(c->st) && !c->eof && c->in_off == c->in_len)
-			ev |= EPOLLIN;
+			ev |= EPOLLIN | c->rd_want;
 		if (c->out_off < c->out.len || (c->st == ST_BODY && !c->dot_queued))
 			ev |= EPOLLOUT;
 		ev |= c->io_extra;
 	}
+	/* Input the library holds already wakes no epoll: read it from the
+	 * loop. */
+	if (c->tls_more && reading(c->st) && !c->eof && c->in_off == c->in_len)
+		kick(c);
 	if (ev == 0) {
 		sd_event_source_set_enabled(c->io_src, SD_EVENT_OFF);
 		return;
@@ -412,6 +434,7 @@ static void really_free(struct smtpc *c)
 	free(c->rst);
 	free(c->chunk);
 	free(c->helo_name);
+	free(c->host);
 	free(c);
 	live--;
 }
@@ -483,6 +506,56 @@ static void plain_close(struct smtpc *c)
 
 static const struct smtpc_io plain_io = { plain_read, plain_write, plain_close };
 
+/* ---- the TLS I/O layer --------------------------------------------------- */
+
+/* tls_rc: what a TLS step's result means to the connection; want:
+ * where the events it waits for are kept. */
+static enum io_rc tls_rc(struct smtpc *c, enum tls_rc rc, uint32_t ev, uint32_t *want)
+{
+	*want = rc == TLS_WANT ? ev : 0;
+	switch (rc) {
+	case TLS_OK:
+		return IO_OK;
+	case TLS_WANT:
+		return IO_AGAIN;
+	case TLS_EOF:
+		return IO_EOF;
+	case TLS_ERROR:
+		break;
+	}
+	msg_debug("%s: TLS: %s", c->peer, tls_error(c->tls));
+	c->io_error = EPROTO;
+	return IO_ERROR;
+}
+
+static enum io_rc tls_io_read(struct smtpc *c, void *p, size_t n, size_t *done)
+{
+	uint32_t ev = 0;
+	enum io_rc rc = tls_rc(c, tls_read(c->tls, p, n, done, &ev), ev, &c->rd_want);
+
+	/* Only after input: a partial record may count as pending too, and
+	 * reading it would just wait again. */
+	c->tls_more = rc == IO_OK && tls_pending(c->tls);
+	return rc;
+}
+
+static enum io_rc tls_io_write(struct smtpc *c, const void *p, size_t n, size_t *done)
+{
+	uint32_t ev = 0;
+
+	return tls_rc(c, tls_write(c->tls, p, n, done, &ev), ev, &c->io_extra);
+}
+
+static void tls_io_close(struct smtpc *c)
+{
+	tls_free(c->tls);
+	c->tls = NULL;
+	close(c->fd);
+	c->fd = -1;
+}
+
+static const struct smtpc_io tls_io = { tls_io_read, tls_io_write, tls_io_close };
+
 /* ---- failures ------------------------------------------------------------- */
 
 static const char *phase(const struct smtpc *c)
@@ -496,6 +569,10 @@ static const char *phase(const struct smtpc *c)
 		return c->cfg.lmtp ? "performing the LHLO handshake" : "performing the EHLO handshake";
 	case ST_HELO:
 		return "performing the HELO handshake";
+	case ST_STARTTLS:
+		return "sending STARTTLS";
+	case ST_TLS:
+		return "performing the TLS handshake";
 	case ST_READY:
 		return "idle";
 	case ST_MAIL:
@@ -525,6 +602,8 @@ static const char *command(const struct smtpc *c)
 		return c->cfg.lmtp ? "LHLO" : "EHLO";
 	case ST_HELO:
 		return "HELO";
+	case ST_STARTTLS:
+		return "STARTTLS";
 	case ST_MAIL:
 		return "MAIL FROM";
 	case ST_RCPT:
@@ -1142,14 +1221,58 @@ static void become_ready(struct smtpc *c)
 		c->ops->ready(c->ctx, c);
 }
 
+/* tls_wanted: whether this connection is to try STARTTLS at all. */
+static bool tls_wanted(const struct smtpc *c)
+{
+	return !c->cfg.lmtp && c->cfg.tls_level != TLS_LEVEL_NONE && !c->tls_up;
+}
+
+static bool tls_required(const struct smtpc *c)
+{
+	return tls_wanted(c) && c->cfg.tls_level >= TLS_LEVEL_ENCRYPT;
+}
+
+/* after_ehlo: STARTTLS when the level asks for it and the server offers
+ * it; plaintext only when it is not offered and the level allows. */
+static void after_ehlo(struct smtpc *c)
+{
+	if (!tls_wanted(c)) {
+		become_ready(c);
+		return;
+	}
+	if (!(c->ext & EXT_STARTTLS)) {
+		if (tls_required(c))
+			fail(c, 0, "4.7.4", "", "TLS is required, but was not offered by host %s",
+			     c->hostip);
+		else
+			become_ready(c);
+		return;
+	}
+	/* Asked before STARTTLS: without an engine the server is not made
+	 * to wait for a handshake, and the server offered TLS, so no level
+	 * goes on in plaintext. */
+	c->tls_x = c->cfg.tls_ctx ? c->cfg.tls_ctx(c->cfg.tls_arg) : NULL;
+	if (c->tls_x == NULL) {
+		fail(c, 0, "4.7.5", "", "TLS is required, but our TLS engine is unavailable");
+		return;
+	}
+	cmd(c, "STARTTLS");
+	set_state(c, ST_STARTTLS);
+}
+
 static void on_ehlo(struct smtpc *c, const struct smtpc_reply *r)
 {
 	switch (r->code / 100) {
 	case 2:
 		parse_ext(c, r);
-		become_ready(c);
+		after_ehlo(c);
 		break;
 	case 5:
+		if (tls_required(c)) {
+			fail(c, 0, "4.7.4", r->text, "TLS is required, but host %s refused EHLO: %s",
+			     c->hostip, r->text);
+			break;
+		}
 		if (!c->cfg.lmtp) {
 			cmd(c, "HELO %s", c->helo_name);
 			set_state(c, ST_HELO);
@@ -1184,6 +1307,107 @@ static void on_helo(struct smtpc *c, const struct smtpc_reply *r)
 	}
 }
 
+/* ---- STARTTLS ------------------------------------------------------------------- */
+
+/* tls_established: the verdict on the certificate, logged; at level
+ * verify anything less than verified ends the connection. Then EHLO
+ * again: what the server offered in plaintext counts no more. */
+static void tls_established(struct smtpc *c)
+{
+	char why[256], desc[160];
+	enum tls_verdict v = tls_verdict(c->tls, why, sizeof why);
+	static const char *const adj[] = { "Untrusted", "Trusted", "Verified" };
+
+	c->tls_up = true;
+	c->io_extra = 0;
+	snprintf(c->tls_sum, sizeof c->tls_sum, "%s:%s:%s", tls_version(c->tls),
+		 tls_cipher(c->tls), tls_verdict_name(v));
+	tls_describe(c->tls, desc, sizeof desc);
+	msg_info("%s TLS connection established to %s: %s", adj[v], c->peer, desc);
+	if (c->cfg.tls_level == TLS_LEVEL_VERIFY && v == TLS_UNTRUSTED) {
+		fail(c, 0, "4.7.5", "", "Server certificate not trusted (%s) for host %s", why,
+		     c->hostip);
+		return;
+	}
+	if (c->cfg.tls_level == TLS_LEVEL_VERIFY && v == TLS_TRUSTED) {
+		fail(c, 0, "4.7.5", "", "Server certificate not verified (%s) for host %s", why,
+		     c->hostip);
+		return;
+	}
+	c->ext = 0;
+	c->size_limit = 0;
+	c->tls_more = tls_pending(c->tls);
+	cmd(c, "EHLO %s", c->helo_name);
+	set_state(c, ST_EHLO);
+}
+
+/* handshake: one step of the TLS handshake. */
+static void handshake(struct smtpc *c)
+{
+	uint32_t ev = 0;
+
+	switch (tls_handshake(c->tls, &ev)) {
+	case TLS_OK:
+		tls_established(c);
+		break;
+	case TLS_WANT:
+		c->io_extra = ev;
+		break;
+	case TLS_EOF:
+	case TLS_ERROR:
+		fail(c, 0, "4.7.5", "", "cannot start TLS with host %s: handshake failed: %s",
+		     c->hostip, tls_error(c->tls));
+		break;
+	}
+}
+
+/* discard_input: whatever came with or after the 220 to STARTTLS. A
+ * server (or a man in the middle) may append lines there; read after
+ * the handshake they would pass for replies sent inside TLS. */
+static void discard_input(struct smtpc *c)
+{
+	size_t n = c->in_len - c->in_off + c->line.len;
+
+	c->in_off = c->in_len = 0;
+	buf_reset(&c->line);
+	if (n > 0)
+		msg_warn("%s: %zu bytes after the reply to STARTTLS discarded", c->peer, n);
+}
+
+static void start_tls(struct smtpc *c)
+{
+	c->tls = tls_client(c->tls_x, c->fd, c->host);
+	if (c->tls == NULL) {
+		fail(c, 0, "4.7.5", "", "cannot start TLS with host %s: no TLS session", c->hostip);
+		return;
+	}
+	c->io = &tls_io;
+	set_state(c, ST_TLS);
+	handshake(c);
+}
+
+static void on_starttls(struct smtpc *c, const struct smtpc_reply *r)
+{
+	char dsn[sizeof r->dsn];
+
+	if (r->code == 220 && c->out_off == c->out.len) {
+		discard_input(c);
+		start_tls(c);
+		return;
+	}
+	if (r->code / 100 != 4 && r->code / 100 != 5) {
+		/* A 220 before STARTTLS was even sent counts as unexpected too. */
+		fail_unexpected(c, r);
+		return;
+	}
+	/* Refused: never on in plaintext (that would need a new
+	 * connection), and a deferral whatever the code: TLS may work later
+	 * or at another MX host. */
+	snprintf(dsn, sizeof dsn, "4%s", reply_dsn(r) + 1);
+	fail(c, 0, dsn, r->text, "host %s said: %s (in reply to STARTTLS command)", c->hostip,
+	     r->text);
+}
+
 /* ---- input ------------------------------------------------------------------ */
 
 static void on_reply(struct smtpc *c, const struct smtpc_reply *r)
@@ -1206,6 +1430,9 @@ static void on_reply(struct smtpc *c, const struct smtpc_reply *r)
 		break;
 	case ST_HELO:
 		on_helo(c, r);
+		break;
+	case ST_STARTTLS:
+		on_starttls(c, r);
 		break;
 	case ST_MAIL:
 		on_mail(c, r);
@@ -1366,7 +1593,9 @@ static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata)
 	enter(c);
 	if (c->st == ST_CONNECTING)
 		connect_done(c);
-	else if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	else if (c->st == ST_TLS)
+		handshake(c);
+	else if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR | c->rd_want))
 		read_input(c);
 	step(c);
 	leave(c);
@@ -1398,6 +1627,8 @@ static int on_defer(sd_event_source *src, void *userdata)
 	(void)src;
 
 	enter(c);
+	if (c->tls_more)
+		read_input(c);
 	step(c);
 	leave(c);
 	return 0;
@@ -1516,6 +1747,7 @@ struct smtpc *smtpc_connect(sd_event *event, const struct smtpc_cfg *cfg,
 	c->event = event;
 	c->cfg = *cfg;
 	c->helo_name = xstrdup(cfg->helo_name ? cfg->helo_name : "localhost");
+	c->host = xstrdup(host ? host : "");
 	c->cfg.helo_name = c->helo_name;
 	c->ops = ops;
 	c->ctx = ctx;
@@ -1561,6 +1793,11 @@ const char *smtpc_peer(const struct smtpc *c) { return c->peer; }
 bool smtpc_usable(const struct smtpc *c)
 {
 	return c->st == ST_READY && !c->failed && !c->freed && !c->quiet;
+}
+
+const char *smtpc_tls_summary(const struct smtpc *c)
+{
+	return c->tls_up ? c->tls_sum : "none";
 }
 
 bool smtpc_has_pipelining(const struct smtpc *c) { return (c->ext & EXT_PIPELINING) != 0; }

@@ -2,12 +2,13 @@
  * client). Non-blocking, on the instance's sd-event loop: connect (from a
  * given source address, never another), greeting, EHLO (HELO fallback;
  * LHLO for LMTP), then transactions one after another on the same
- * connection until the caller quits. PIPELINING is used when offered
- * (RFC 2920); content is read from the queue file, sent CRLF-only and
- * dot-stuffed, lines longer than line_length_limit folded. Every reply is
- * hostile input: short, overlong, endless multi-line and malformed replies
- * are handled, and reply text is made printable and bounded before the
- * caller sees it. */
+ * connection until the caller quits. STARTTLS (RFC 3207) as the
+ * security level says, with EHLO again inside TLS. PIPELINING is used
+ * when offered (RFC 2920); content is read from the queue file, sent
+ * CRLF-only and dot-stuffed, lines longer than line_length_limit folded.
+ * Every reply is hostile input: short, overlong, endless multi-line and
+ * malformed replies are handled, and reply text is made printable and
+ * bounded before the caller sees it. */
 #ifndef VHOSTMTA_SMTPC_H
 #define VHOSTMTA_SMTPC_H
 
@@ -18,6 +19,8 @@
 
 #include <systemd/sd-event.h>
 
+#include "tls.h"
+
 #define SMTPC_REPLY_MAX 512  /* "550 5.1.1 text" kept of a reply (printable) */
 #define SMTPC_TEXT_MAX 768   /* a whole explanation, see smtpc_result.text */
 
@@ -27,6 +30,16 @@ struct smtpc_cfg {
 	uint64_t connect_us, helo_us, mail_us, rcpt_us, data_init_us,
 		 data_xfer_us, data_done_us, quit_us; /* smtp_*_timeout */
 	size_t line_length_limit; /* smtp_line_length_limit; 0: never fold */
+	/* STARTTLS (SMTP only; LMTP never uses TLS). none: never; may:
+	 * when offered; encrypt: required; verify: required, and the
+	 * certificate must be trusted and name the host. */
+	enum tls_level tls_level;  /* smtp_tls_security_level */
+	uint64_t starttls_us;      /* smtp_starttls_timeout: the handshake */
+	/* The client context, made when first needed; NULL: our TLS engine
+	 * is unavailable (the connection then fails rather than go on in
+	 * plaintext after the server offered TLS). */
+	struct tls_ctx *(*tls_ctx)(void *arg);
+	void *tls_arg;
 };
 
 /* The outcome for one recipient, or why a connection failed. */
@@ -109,6 +122,9 @@ const char *smtpc_peer(const struct smtpc *c);
  * (a transaction sent anyway is ended at once with the connection's
  * failure, every recipient deferred). */
 bool smtpc_usable(const struct smtpc *c);
+/* smtpc_tls_summary: "none" for a plaintext connection, else
+ * "VERSION:CIPHER:VERDICT", e.g. "TLSv1.3:TLS_AES_256_GCM_SHA384:untrusted". */
+const char *smtpc_tls_summary(const struct smtpc *c);
 /* smtpc_count: connections not yet freed, those still saying QUIT
  * included (for an orderly shutdown, and for tests). */
 size_t smtpc_count(void);

@@ -4,7 +4,9 @@
  * forked child that accepts, checks every command line it reads against
  * its script (CRLF included), writes canned replies, stores the message
  * content it receives, and reports a mismatch through its exit status.
- * The client runs on a real sd-event loop in this process. */
+ * The client runs on a real sd-event loop in this process. STARTTLS
+ * against the same server, which turns TLS server (tls.h) on a step of
+ * its script, with certificates made for the test (tlscert.h). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,8 +37,10 @@
 #include "log.h"
 #include "queue.h"
 #include "smtpc.h"
+#include "tls.h"
 #include "util.h"
 #include "testutil.h"
+#include "tlscert.h"
 
 #define HELO "client.example.org"
 
@@ -240,13 +245,20 @@ static void test_reply_ehlo_keywords(void **state)
  *   C       close the connection
  *   E       the client must close now (nothing more to read)
  *   W       read and discard until the client closes
- *   Sms     sleep */
+ *   Sms     sleep
+ *   T       the TLS handshake as server, with DIR/srv.crt and DIR/srv.key;
+ *           from then on everything is read and written through TLS
+ *   Tq      the same, but a failed handshake is no error (the client may
+ *           give up as soon as it has seen the certificate) */
 
 struct rd {
 	int fd;
 	size_t off, len;
 	char b[65536];
 };
+
+/* The server's TLS session, after a T step. */
+static struct tls *srv_tls;
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -262,13 +274,37 @@ static void die(const char *fmt, ...)
 	_exit(1);
 }
 
-/* rd_fill: more input; false at EOF. */
-static bool rd_fill(struct rd *r)
+static void wait_fd(int fd, short events)
 {
-	struct pollfd p = { r->fd, POLLIN, 0 };
+	struct pollfd p = { fd, events, 0 };
 
 	if (poll(&p, 1, 15000) != 1)
 		die("no input for 15 s");
+}
+
+/* tls_fill: rd_fill inside TLS; an error reads as the end (the client
+ * may close without close_notify, or reset the connection). */
+static bool tls_fill(struct rd *r)
+{
+	size_t n = 0;
+	uint32_t ev = EPOLLIN;
+	enum tls_rc rc;
+
+	if (!tls_pending(srv_tls))
+		wait_fd(r->fd, POLLIN);
+	while ((rc = tls_read(srv_tls, r->b, sizeof r->b, &n, &ev)) == TLS_WANT)
+		wait_fd(r->fd, ev == EPOLLOUT ? POLLOUT : POLLIN);
+	r->off = 0;
+	r->len = rc == TLS_OK ? n : 0;
+	return r->len > 0;
+}
+
+/* rd_fill: more input; false at EOF. */
+static bool rd_fill(struct rd *r)
+{
+	if (srv_tls)
+		return tls_fill(r);
+	wait_fd(r->fd, POLLIN);
 	ssize_t n = read(r->fd, r->b, sizeof r->b);
 	if (n < 0 && errno == ECONNRESET)
 		n = 0;
@@ -297,6 +333,17 @@ static bool rd_line(struct rd *r, struct buf *b)
 
 static void put(int fd, const char *p, size_t n)
 {
+	while (n > 0 && srv_tls) {
+		size_t w = 0;
+		uint32_t ev = 0;
+		enum tls_rc rc = tls_write(srv_tls, p, n, &w, &ev);
+		if (rc == TLS_WANT)
+			continue;
+		if (rc != TLS_OK)
+			die("TLS write: %s", tls_error(srv_tls));
+		p += w;
+		n -= w;
+	}
 	while (n > 0) {
 		ssize_t w = write(fd, p, n);
 		if (w <= 0)
@@ -337,6 +384,35 @@ static void check_peer(int fd, const char *want)
 	inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip);
 	if (strcmp(ip, want) != 0)
 		die("client address %s, want %s", ip, want);
+}
+
+/* tls_accept: the T step. */
+static void tls_accept(struct rd *r, const char *dir, bool may_fail)
+{
+	char crt[256], key[256], err[256];
+	uint32_t ev = 0;
+	enum tls_rc rc;
+
+	snprintf(crt, sizeof crt, "%s/srv.crt", dir);
+	snprintf(key, sizeof key, "%s/srv.key", dir);
+	struct tls_ctx *x = tls_server_ctx(crt, key, err, sizeof err);
+	if (x == NULL)
+		die("%s", err);
+	if (r->off < r->len)
+		die("input before the TLS handshake: \"%.*s\"", (int)(r->len - r->off),
+		    r->b + r->off);
+	srv_tls = tls_server(x, r->fd);
+	if (srv_tls == NULL)
+		die("tls_server");
+	while ((rc = tls_handshake(srv_tls, &ev)) == TLS_WANT)
+		wait_fd(r->fd, ev == EPOLLOUT ? POLLOUT : POLLIN);
+	if (rc != TLS_OK && !may_fail)
+		die("TLS handshake: %s", tls_error(srv_tls));
+	if (rc != TLS_OK) {
+		tls_free(srv_tls);
+		srv_tls = NULL;
+	}
+	tls_ctx_free(x);
 }
 
 static void run_script(int lfd, const char *const *steps, const char *dir)
@@ -396,7 +472,13 @@ static void run_script(int lfd, const char *const *steps, const char *dir)
 			}
 			break;
 		}
+		case 'T':
+			tls_accept(r, dir, *arg == 'q');
+			break;
 		case 'C':
+			if (srv_tls)
+				tls_free(srv_tls);
+			srv_tls = NULL;
 			close(r->fd);
 			r->fd = -1;
 			break;
@@ -619,6 +701,7 @@ struct tc {
 	bool pipelining;
 	uint64_t size_limit;
 	char peer[512];
+	char tls[128];            /* smtpc_tls_summary when ready */
 	struct smtpc_result why;
 	struct smtpc *c;
 };
@@ -642,6 +725,7 @@ static void t_ready(void *ctx, struct smtpc *c)
 	x->pipelining = smtpc_has_pipelining(c);
 	x->size_limit = smtpc_size_limit(c);
 	snprintf(x->peer, sizeof x->peer, "%s", smtpc_peer(c));
+	snprintf(x->tls, sizeof x->tls, "%s", smtpc_tls_summary(c));
 	if (!x->idle)
 		send_next(x, c);
 }
@@ -1588,6 +1672,377 @@ static void test_idle_eof(void **state)
 	assert_res(&x.why, 0, "4.4.2", "lost connection with mx.test[127.0.0.1] while idle");
 }
 
+/* ---- STARTTLS ------------------------------------------------------------------ */
+
+/* certs: DIR/ca.crt, the CA a client may trust, and the server's
+ * DIR/srv.crt and DIR/srv.key for name, signed by that CA or, with
+ * other_ca, by one the client does not know. */
+static void certs(struct fix *f, const char *name, bool other_ca)
+{
+	struct tlscert ca = { 0 }, other = { 0 }, srv = { 0 };
+
+	assert_true(tlscert_ca(&ca, "vhostmta test CA"));
+	assert_true(tlscert_write(&ca, f->dir, "ca", false));
+	if (other_ca)
+		assert_true(tlscert_ca(&other, "another test CA"));
+	assert_true(tlscert_leaf(&srv, name, other_ca ? &other : &ca));
+	assert_true(tlscert_write(&srv, f->dir, "srv", true));
+	tlscert_free(&ca);
+	tlscert_free(&other);
+	tlscert_free(&srv);
+}
+
+static struct tls_ctx *given_ctx(void *arg) { return arg; }
+
+/* client_ctx: trusting DIR/ca.crt, or (no_ca) only the system's store. */
+static struct tls_ctx *client_ctx(struct fix *f, bool no_ca)
+{
+	char path[256], err[256];
+
+	snprintf(path, sizeof path, "%s/ca.crt", f->dir);
+	struct tls_ctx *x = tls_client_ctx(no_ca ? "" : path, err, sizeof err);
+	if (x == NULL)
+		fail_msg("tls_client_ctx: %s", err);
+	return x;
+}
+
+static struct smtpc_cfg cfg_tls(enum tls_level level, struct tls_ctx *x)
+{
+	struct smtpc_cfg g = cfg_default();
+
+	g.tls_level = level;
+	g.starttls_us = 5000000;
+	g.tls_ctx = given_ctx;
+	g.tls_arg = x;
+	return g;
+}
+
+static void assert_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	if (n < k || strcmp(s + n - k, suffix) != 0)
+		fail_msg("\"%s\" does not end with \"%s\"", s, suffix);
+}
+
+/* The server offers STARTTLS before TLS (and SIZE, which it does not
+ * offer inside); inside, the second EHLO, then a pipelined delivery.
+ * MAIL without SIZE= shows that the extensions were read afresh. */
+static const char *const tls_delivery[] = {
+	"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250-SIZE 1000",
+	">250 STARTTLS", "<STARTTLS", ">220 2.0.0 Ready to start TLS", "T", "<EHLO " HELO,
+	">250-mx.test", ">250 PIPELINING", "<MAIL FROM:<a@example.org>",
+	"<RCPT TO:<b@example.net>", "<DATA", ">250 2.1.0 ok", ">250 2.1.5 ok", ">354 go", "D",
+	">250 2.0.0 queued as TLS1", "<QUIT", ">221 bye", "E", NULL,
+};
+
+/* tls_deliver: one message through tls_delivery, at level and with
+ * the client context x, to a server certified for name. */
+static void tls_deliver(struct fix *f, struct tc *x, enum tls_level level, struct tls_ctx *ctx)
+{
+	static const char *const c1[] = { "hello\r\n", NULL };
+	int fd = message(f, "m1", c1);
+
+	serve(f, false, tls_delivery);
+	txn(x, 0, "a@example.org", fd, 7, "b@example.net", NULL, NULL);
+	struct smtpc_cfg g = cfg_tls(level, ctx);
+	go(f, x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x->ready, 1);
+	assert_int_equal(x->size_limit, 0);
+	assert_true(x->pipelining);
+	assert_res(&x->r[0][0].res, 250, "2.0.0", "250 2.0.0 queued as TLS1");
+	assert_data(f, 0, "hello\r\n", 7);
+	close(fd);
+}
+
+/* may, offered, no CA to check with: TLS all the same, untrusted. */
+static void test_tls_may(void **state)
+{
+	struct fix *f = *state;
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, true);
+	tls_deliver(f, &x, TLS_LEVEL_MAY, ctx);
+	assert_prefix(x.tls, "TLSv1.");
+	assert_suffix(x.tls, ":untrusted");
+	tls_ctx_free(ctx);
+}
+
+/* verify with the right CA and the name the connection was made for. */
+static void test_tls_verify(void **state)
+{
+	struct fix *f = *state;
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, false);
+	tls_deliver(f, &x, TLS_LEVEL_VERIFY, ctx);
+	assert_prefix(x.tls, "TLSv1.");
+	assert_suffix(x.tls, ":verified");
+	tls_ctx_free(ctx);
+}
+
+/* tls_refused: level verify against a certificate it must refuse:
+ * deferred, and nothing said inside TLS. */
+static void tls_refused(struct fix *f, const char *name, bool other_ca, const char *why)
+{
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS",
+		"<STARTTLS", ">220 2.0.0 go", "Tq", "E", NULL,
+	};
+	struct tc x = { 0 };
+
+	certs(f, name, other_ca);
+	struct tls_ctx *ctx = client_ctx(f, false);
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_VERIFY, ctx);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x.ready, 0);
+	assert_int_equal(x.closed, 1);
+	assert_int_equal(x.why.code, 0);
+	assert_string_equal(x.why.dsn, "4.7.5");
+	assert_prefix(x.why.text, why);
+	assert_suffix(x.why.text, "mx.test[127.0.0.1]");
+	tls_ctx_free(ctx);
+}
+
+static void test_tls_verify_wrong_name(void **state)
+{
+	tls_refused(*state, "other.test", false, "Server certificate not verified (");
+}
+
+static void test_tls_verify_unknown_ca(void **state)
+{
+	tls_refused(*state, "mx.test", true, "Server certificate not trusted (");
+}
+
+/* encrypt, and the server offers no STARTTLS: no MAIL in plaintext. */
+static void test_tls_encrypt_not_offered(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 PIPELINING", "E",
+		NULL,
+	};
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, false);
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_ENCRYPT, ctx);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x.ready, 0);
+	assert_res(&x.why, 0, "4.7.4",
+		   "TLS is required, but was not offered by host mx.test[127.0.0.1]");
+	tls_ctx_free(ctx);
+}
+
+/* encrypt, and EHLO refused: no HELO, no plaintext. */
+static void test_tls_encrypt_ehlo_refused(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">502 5.5.1 what?", "E", NULL,
+	};
+	struct tc x = { 0 };
+
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_ENCRYPT, NULL);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x.ready, 0);
+	assert_int_equal(x.why.code, 0);
+	assert_string_equal(x.why.dsn, "4.7.4");
+	assert_prefix(x.why.text, "TLS is required, but host mx.test[127.0.0.1] refused EHLO");
+}
+
+/* may, not offered: plaintext as before. */
+static void test_tls_may_not_offered(void **state)
+{
+	struct fix *f = *state;
+	static const char *const c1[] = { "hello\r\n", NULL };
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250 mx.test", "<MAIL FROM:<a@example.org>",
+		">250 ok", "<RCPT TO:<b@example.net>", ">250 ok", "<DATA", ">354 go", "D",
+		">250 2.0.0 queued", "<QUIT", ">221 bye", "E", NULL,
+	};
+	struct tc x = { 0 };
+	int fd = message(f, "m1", c1);
+
+	serve(f, false, steps);
+	txn(&x, 0, "a@example.org", fd, 7, "b@example.net", NULL, NULL);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, NULL);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_res(&x.r[0][0].res, 250, "2.0.0", "250 2.0.0 queued");
+	assert_string_equal(x.tls, "none");
+	close(fd);
+}
+
+/* STARTTLS refused under may: deferred, never on in plaintext. */
+static void test_tls_refused_454(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS",
+		"<STARTTLS", ">454 4.7.0 TLS not available due to local problem", "E", NULL,
+	};
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, true);
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, ctx);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x.ready, 0);
+	assert_res(&x.why, 0, "4.7.0",
+		   "host mx.test[127.0.0.1] said: 454 4.7.0 TLS not available due to local "
+		   "problem (in reply to STARTTLS command)");
+	assert_string_equal(x.why.reply, "454 4.7.0 TLS not available due to local problem");
+	tls_ctx_free(ctx);
+}
+
+/* The server offers TLS, our engine is unavailable: no STARTTLS, and no
+ * plaintext either. */
+static void test_tls_engine_unavailable(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS", "E", NULL,
+	};
+	struct tc x = { 0 };
+
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, NULL);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_res(&x.why, 0, "4.7.5", "TLS is required, but our TLS engine is unavailable");
+}
+
+/* A line sent in the same write as the 220 (a man in the middle's
+ * "250" would pass for the reply to the EHLO inside TLS) is dropped:
+ * the handshake runs, and the dialogue inside TLS is the real one. */
+static void test_tls_bundled_reply(void **state)
+{
+	struct fix *f = *state;
+	static const char *const c1[] = { "hello\r\n", NULL };
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS",
+		"<STARTTLS", "=220 2.0.0 go\r\n250 2.0.0 fake\r\n", "T", "<EHLO " HELO,
+		">250 mx.test", "<MAIL FROM:<a@example.org>", ">250 ok", "<RCPT TO:<b@example.net>",
+		">250 ok", "<DATA", ">354 go", "D", ">250 2.0.0 queued", "<QUIT", ">221 bye", "E",
+		NULL,
+	};
+	struct tc x = { 0 };
+	int fd = message(f, "m1", c1);
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, true);
+	serve(f, false, steps);
+	txn(&x, 0, "a@example.org", fd, 7, "b@example.net", NULL, NULL);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, ctx);
+	cap_begin();
+	go(f, &x, &g, "mx.test", NULL, 0);
+	char *log = cap_end();
+	fputs(log, stderr);
+	if (x.ready == 0) {
+		/* The fake line came apart from the 220 and went into the
+		 * handshake: a handshake failure, never a plaintext MAIL. */
+		assert_string_equal(x.why.dsn, "4.7.5");
+		assert_prefix(x.why.text, "cannot start TLS with host mx.test[127.0.0.1]");
+	} else {
+		server_ok(f);
+		assert_res(&x.r[0][0].res, 250, "2.0.0", "250 2.0.0 queued");
+		assert_prefix(x.tls, "TLSv1.");
+		assert_non_null(strstr(log, "mx.test[127.0.0.1]:"));
+		assert_non_null(strstr(log, "after the reply to STARTTLS discarded"));
+	}
+	free(log);
+	tls_ctx_free(ctx);
+	close(fd);
+}
+
+/* The server answers the ClientHello with junk: deferred, 4.7.5. */
+static void test_tls_handshake_fails(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS",
+		"<STARTTLS", ">220 2.0.0 go", "d5", "=HTTP/1.0 400 Bad Request\r\n\r\n", "W", NULL,
+	};
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, true);
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, ctx);
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_int_equal(x.ready, 0);
+	assert_int_equal(x.why.code, 0);
+	assert_string_equal(x.why.dsn, "4.7.5");
+	assert_prefix(x.why.text, "cannot start TLS with host mx.test[127.0.0.1]: handshake failed: ");
+	tls_ctx_free(ctx);
+}
+
+/* The server goes quiet after the 220: smtp_starttls_timeout ends the
+ * handshake. */
+static void test_tls_handshake_timeout(void **state)
+{
+	struct fix *f = *state;
+	static const char *const steps[] = {
+		"A", ">220 mx.test ESMTP", "<EHLO " HELO, ">250-mx.test", ">250 STARTTLS",
+		"<STARTTLS", ">220 2.0.0 go", "W", NULL,
+	};
+	struct tc x = { 0 };
+
+	certs(f, "mx.test", false);
+	struct tls_ctx *ctx = client_ctx(f, true);
+	serve(f, false, steps);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_MAY, ctx);
+	g.starttls_us = 200000;
+	uint64_t start = now_ms();
+	go(f, &x, &g, "mx.test", NULL, 0);
+	server_ok(f);
+	assert_true(now_ms() - start < 4000); /* not helo_us */
+	assert_res(&x.why, 0, "4.4.2",
+		   "conversation with mx.test[127.0.0.1] timed out while performing the TLS "
+		   "handshake");
+	tls_ctx_free(ctx);
+}
+
+/* LMTP never says STARTTLS, whatever is offered and configured. */
+static void test_tls_lmtp(void **state)
+{
+	struct fix *f = *state;
+	static const char *const c1[] = { "hello\r\n", NULL };
+	static const char *const steps[] = {
+		"A", ">220 lmtp.test LMTP", "<LHLO " HELO, ">250-lmtp.test", ">250 STARTTLS",
+		"<MAIL FROM:<a@example.org>", ">250 ok", "<RCPT TO:<b@example.net>", ">250 ok",
+		"<DATA", ">354 go", "D", ">250 2.0.0 delivered", "<QUIT", ">221 bye", "E", NULL,
+	};
+	struct tc x = { 0 };
+	int fd = message(f, "m1", c1);
+
+	certs(f, "localhost", false);
+	struct tls_ctx *ctx = client_ctx(f, false);
+	serve(f, true, steps);
+	txn(&x, 0, "a@example.org", fd, 7, "b@example.net", NULL, NULL);
+	struct smtpc_cfg g = cfg_tls(TLS_LEVEL_VERIFY, ctx);
+	g.lmtp = true;
+	go(f, &x, &g, "localhost", NULL, 0);
+	server_ok(f);
+	assert_res(&x.r[0][0].res, 250, "2.0.0", "250 2.0.0 delivered");
+	assert_string_equal(x.tls, "none");
+	tls_ctx_free(ctx);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1625,6 +2080,19 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_send_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_421, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_eof, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_may, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_verify, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_verify_wrong_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_verify_unknown_ca, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_encrypt_not_offered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_encrypt_ehlo_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_may_not_offered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_refused_454, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_engine_unavailable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_bundled_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_handshake_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_handshake_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tls_lmtp, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
