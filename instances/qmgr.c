@@ -91,7 +91,8 @@ struct dest {
 	char *key;
 	struct nexthop nh;
 	char domain[256];     /* for MX lookups and loop messages */
-	bool check_loop;      /* not for the transport table's next hops */
+	bool check_loop;      /* MX hosts: none of ours or our siblings' */
+	bool check_self;      /* [host] next hops: not this very instance */
 	struct job *head, *tail;
 	size_t njobs;
 	size_t nconns, nconnecting;
@@ -102,6 +103,7 @@ struct dest {
 	uint64_t resolved_until; /* CLOCK_MONOTONIC */
 	uint64_t dead_until;
 	char *dead_why;
+	char dead_dsn[12];    /* its status, as a deferral (4.x.y) */
 	struct qmgr *mgr;
 };
 
@@ -139,6 +141,7 @@ struct dconf {
 	bool has_relay;
 	struct ipaddr *own;
 	size_t nown;
+	size_t nself;            /* own[0..nself): this instance's; the rest: siblings' */
 	struct tls_ctx *tls;   /* the delivery side's TLS context, made when first needed */
 	bool tls_failed;       /* ... and it could not be made */
 };
@@ -348,6 +351,7 @@ static struct dconf *dconf_new(struct sconf *sc)
 	iflist_free(&ifs);
 	for (size_t i = 0; i < sc->policy.own.n; i++)
 		own_add(dc, &sc->policy.own.addrs[i]);
+	dc->nself = dc->nown;
 	load_siblings(dc, cf_str(cf, P_sibling_table));
 	const char *rh = cf_str(cf, P_relayhost);
 	if (*rh)
@@ -355,12 +359,13 @@ static struct dconf *dconf_new(struct sconf *sc)
 	return dc;
 }
 
-static bool is_own(const struct dconf *dc, const struct ipaddr *a)
+/* own_in: a among own[0..n). */
+static bool own_in(const struct dconf *dc, size_t n, const struct ipaddr *a)
 {
 	struct ipaddr u;
 
 	ipaddr_unmap(a, &u);
-	for (size_t i = 0; i < dc->nown; i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct ipaddr o;
 		ipaddr_unmap(&dc->own[i], &o);
 		if (ipaddr_equal(&o, &u))
@@ -368,6 +373,10 @@ static bool is_own(const struct dconf *dc, const struct ipaddr *a)
 	}
 	return false;
 }
+
+/* is_own: one of our addresses or a sibling's (loop detection). */
+static bool is_own(const struct dconf *dc, const struct ipaddr *a) { return own_in(dc, dc->nown, a); }
+static bool is_self(const struct dconf *dc, const struct ipaddr *a) { return own_in(dc, dc->nself, a); }
 
 /* ---- recipients: results and log lines -------------------------------- */
 
@@ -773,7 +782,7 @@ static void fail_jobs(struct dest *d, int code, const char *dsn, const char *tex
 }
 
 static struct dest *dest_get(struct qmgr *q, const char *key, const struct nexthop *nh,
-			     const char *domain, bool check_loop)
+			     const char *domain, bool check_loop, bool check_self)
 {
 	struct dest *d = htab_get(&q->dests, key);
 
@@ -784,6 +793,7 @@ static struct dest *dest_get(struct qmgr *q, const char *key, const struct nexth
 	d->nh = *nh;
 	snprintf(d->domain, sizeof d->domain, "%s", domain);
 	d->check_loop = check_loop;
+	d->check_self = check_self;
 	d->mgr = q;
 	htab_insert(&q->dests, d->key, d);
 	return d;
@@ -989,7 +999,10 @@ static void conn_failed(struct oconn *oc)
 	free(d->dead_why);
 	d->dead_why = xstrdup(text);
 	bool perm = r->code >= 500;
-	fail_jobs(d, perm ? r->code : 0, r->dsn[0] ? r->dsn : perm ? "5.0.0" : "4.4.1", text);
+	const char *dsn = r->dsn[0] ? r->dsn : perm ? "5.0.0" : "4.4.1";
+	snprintf(d->dead_dsn, sizeof d->dead_dsn, "%.11s", dsn);
+	d->dead_dsn[0] = '4';
+	fail_jobs(d, perm ? r->code : 0, dsn, text);
 }
 
 static void on_closed(void *ctx, struct smtpc *c, const struct smtpc_result *why)
@@ -1124,6 +1137,19 @@ static size_t loop_cut(const struct dconf *dc, const struct dns_result *r)
 	return r->nhosts;
 }
 
+/* self_hop: a next hop that is this instance's own listener: mail sent
+ * there would come straight back. */
+static bool self_hop(const struct dconf *dc, const struct dest *d, const struct dns_result *r)
+{
+	if (d->nh.port != (uint16_t)cf_num(&dc->sc->cf, P_smtpd_listen_port))
+		return false;
+	for (size_t h = 0; h < r->nhosts; h++)
+		for (size_t a = 0; a < r->hosts[h].naddrs; a++)
+			if (is_self(dc, &r->hosts[h].addrs[a]))
+				return true;
+	return false;
+}
+
 static void on_dns(void *ctx, const struct dns_result *r)
 {
 	struct dest *d = ctx;
@@ -1153,6 +1179,8 @@ static void on_dns(void *ctx, const struct dns_result *r)
 	struct dns_result cut = *r;
 	if (d->check_loop)
 		cut.nhosts = loop_cut(q->dc, r);
+	else if (d->check_self && self_hop(q->dc, d, r))
+		cut.nhosts = 0;
 	if (cut.nhosts == 0) {
 		snprintf(text, sizeof text, "mail for %s loops back to myself", d->domain);
 		fail_jobs(d, 554, "5.4.6", text);
@@ -1222,7 +1250,8 @@ static void dest_kick(struct dest *d)
 		return;
 	uint64_t now = now_mono(q);
 	if (d->dead_until > now && d->nconns == 0) {
-		fail_jobs(d, 0, "4.4.1", d->dead_why ? d->dead_why : "destination unreachable");
+		fail_jobs(d, 0, d->dead_dsn[0] ? d->dead_dsn : "4.4.1",
+			  d->dead_why ? d->dead_why : "destination unreachable");
 		return;
 	}
 	if (d->resolved_until <= now) {
@@ -1287,8 +1316,12 @@ static struct dest *route(struct qmgr *q, const char *rcpt, char *err, size_t er
 		buf_puts(&key, "M ");
 	}
 	nexthop_format(&nh, &key);
-	d = dest_get(q, buf_cstr(&key), &nh, nh.kind == NH_INET && nh.mx ? nh.host : domain,
-		     check_loop);
+	/* As in Postfix, only MX hosts are checked against ourselves: a
+	 * "[host]" next hop is what the admin wrote, and may well be a
+	 * sibling instance (a smarthost on the same machine). */
+	bool mx = nh.kind == NH_INET && nh.mx;
+	d = dest_get(q, buf_cstr(&key), &nh, mx ? nh.host : domain, check_loop && mx,
+		     check_loop && !mx && nh.kind == NH_INET);
 	buf_free(&key);
 	return d;
 }
