@@ -7,7 +7,15 @@
 # end-to-end relay rate (until the sink has received all of them), the
 # RSS of an idle instance, and the start time of a fleet of 20 instances.
 # Beside them, the harness ceiling: smtp-source straight into smtp-sink.
-# Each measurement runs three times; the median is shown. Needs root.
+# Then STARTTLS: a chain of two instances of the same backend, hop1 on
+# 127.0.0.2 relaying to hop2 on 127.0.0.3 (its relayhost), which relays
+# to the sink; once in plaintext and once with STARTTLS between them
+# (hop1 delivers with smtp_tls_security_level = encrypt, hop2 receives
+# with a certificate), so each backend both sends and receives every
+# message over TLS; the rate is end-to-end, until the sink has them all.
+# smtp-source and smtp-sink speak no TLS, so the chain's ends are
+# plaintext. Each measurement runs three times; the median is shown.
+# Needs root.
 #
 # A backend is one function, backend_NAME ACTION ARGS (see backend_postfix);
 # add its name to $backends and the table gets its column.
@@ -17,8 +25,8 @@ vhostmta=$1
 PATH=$PATH:/usr/sbin:/sbin
 export PATH
 
-msgs=10000 sessions=20 size=2048 runs=3 fleet=20 idle=3
-inst_addr=127.0.0.2 inst_port=25
+msgs=${MSGS:-10000} sessions=20 size=2048 runs=${RUNS:-3} fleet=20 idle=3
+inst_addr=127.0.0.2 inst_port=25 hop2_addr=127.0.0.3
 sink_addr=127.0.0.100 sink_port=2526
 relay_timeout=180	# s after smtp-source ends, for the relay to finish
 backends="vhostmta postfix"
@@ -33,6 +41,7 @@ bench=smtp.sh
 need postfix postfix; need postconf postfix
 need smtp-source postfix; need smtp-sink postfix
 need ip iproute2; need ss iproute2; need ps procps; need script bsdutils
+need openssl openssl
 install_missing
 
 # The private namespace and the work directory (on disk under $TMPDIR:
@@ -63,7 +72,7 @@ trap 'exit 129' HUP
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-for a in $inst_addr $sink_addr $(seq 1 $fleet | sed 's/^/127.0.1./'); do
+for a in $inst_addr $hop2_addr $sink_addr $(seq 1 $fleet | sed 's/^/127.0.1./'); do
 	ip -n "$ns" addr add "$a/8" dev lo
 done
 
@@ -104,6 +113,43 @@ map() { # FIRST-NAME COUNT
 }
 map bench 1 > "$work/bench.xml"
 map "" $fleet > "$work/fleet.xml"
+
+# The chain's maps: hop1 relays to hop2, hop2 to the sink; with "tls",
+# STARTTLS between them (a test certificate made here), never plaintext.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+	-subj /CN=mail.hop2.test -addext subjectAltName=DNS:mail.hop2.test \
+	-keyout "$work/hop2.key" -out "$work/hop2.pem" 2>/dev/null || die "openssl cannot make a test certificate"
+chmod 644 "$work/hop2.key"	# Postfix's smtpd reads it as its own user
+chain_map() { # plain|tls
+	awk -v tls="$1" -v a1="$inst_addr" -v a2="$hop2_addr" -v sink="[$sink_addr]:$sink_port" \
+	    -v cert="$work/hop2.pem" -v key="$work/hop2.key" 'BEGIN {
+		print "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+		print "<map xmlns=\"urn:vhostmta:map:1\">"
+		print "  <defaults>"
+		print "    <param name=\"mynetworks\" value=\"127.0.0.0/8\"/>"
+		print "  </defaults>"
+		printf "  <instance name=\"hop1\" myhostname=\"mail.hop1.test\">\n"
+		printf "    <address>%s</address>\n    <domain name=\"hop1.test\"/>\n", a1
+		printf "    <param name=\"smtp_bind_address\" value=\"%s\"/>\n", a1
+		printf "    <param name=\"relayhost\" value=\"[%s]:25\"/>\n", a2
+		printf "    <param name=\"smtp_tls_security_level\" value=\"%s\"/>\n", tls == "tls" ? "encrypt" : "none"
+		print "  </instance>"
+		printf "  <instance name=\"hop2\" myhostname=\"mail.hop2.test\">\n"
+		printf "    <address>%s</address>\n    <domain name=\"hop2.test\"/>\n", a2
+		printf "    <param name=\"smtp_bind_address\" value=\"%s\"/>\n", a2
+		printf "    <param name=\"relayhost\" value=\"%s\"/>\n", sink
+		print "    <param name=\"smtp_tls_security_level\" value=\"none\"/>"
+		if (tls == "tls") {
+			print "    <param name=\"smtpd_tls_security_level\" value=\"may\"/>"
+			printf "    <param name=\"smtpd_tls_cert_file\" value=\"%s\"/>\n", cert
+			printf "    <param name=\"smtpd_tls_key_file\" value=\"%s\"/>\n", key
+		}
+		print "  </instance>"
+		print "</map>"
+	}'
+}
+chain_map plain > "$work/chain-plain.xml"
+chain_map tls > "$work/chain-tls.xml"
 
 # The sink: -c writes its counters ("sess=N quit=N mesg=N\r") to FILE.
 # A backlog of 256 and at most 256 sessions (-m, the default) are well
@@ -154,6 +200,7 @@ tree_mem() {
 #   master DIR NAME      the pid of its master process
 #   verify DIR NAME N    fails unless the last run relayed exactly N messages
 #   log DIR NAME         the tail of its log, for a failure report
+#   tls DIR NAME         how many TLS sessions it has received
 #   version              the version printed in the header
 backend_postfix() {
 	case $1 in
@@ -163,7 +210,12 @@ backend_postfix() {
 			{ echo "vhostmta render has no --backend yet"; return 1; } ;;
 	render)
 		"$vhostmta" render --backend postfix -m "$2" -o "$3/conf" --state-dir "$3/state" > "$3.render" 2>&1 ||
-			{ cat "$3.render" >&2; die "vhostmta render --backend postfix -m $2 failed"; } ;;
+			{ cat "$3.render" >&2; die "vhostmta render --backend postfix -m $2 failed"; }
+		# Postfix logs its TLS sessions only when asked (vhostmta always
+		# does): the same log lines on both sides, and the chain's check.
+		for cf in "$3"/conf/*/main.cf; do
+			grep -q '^smtpd_tls_cert_file' "$cf" && echo 'smtpd_tls_loglevel = 1' >> "$cf"
+		done; : ;;
 	start)
 		rm -f "$2/state/$3/maillog"
 		nsx postfix -c "$2/conf/$3" start > "$2/state/$3.start" 2>&1 ;;
@@ -179,6 +231,7 @@ backend_postfix() {
 		[ "$sent" = "$4" ] && [ "$bad" = 0 ] ||
 			{ echo "$sent messages status=sent, $bad deferred/bounced/rejected/fatal"; return 1; } ;;
 	log)	tail -n 20 "$2/state/$3/maillog" 2>/dev/null; cat "$2/state/$3.start" 2>/dev/null ;;
+	tls)	grep -c 'TLS connection established from' "$2/state/$3/maillog" || : ;;
 	version) postconf -d -h mail_version 2>/dev/null || dpkg-query -W -f '${Version}' postfix ;;
 	esac
 }
@@ -217,6 +270,7 @@ backend_vhostmta() {
 		[ "$sent" = "$4" ] && [ "$bad" = 0 ] && [ "$n" = 0 ] ||
 			{ echo "$sent messages status=sent, $bad deferred/bounced/fatal, $n still queued"; return 1; } ;;
 	log)	tail -n 20 "$2/$3.log" 2>/dev/null ;;
+	tls)	grep -c 'TLS connection established from' "$2/$3.log" || : ;;
 	version) "$vhostmta" --version ;;
 	esac
 }
@@ -232,6 +286,10 @@ prepare() {
 	mkdir -p "$d/one" "$d/fleet"
 	backend_$b render "$work/bench.xml" "$d/one"
 	backend_$b render "$work/fleet.xml" "$d/fleet"
+	for m in plain tls; do
+		mkdir -p "$d/chain-$m"
+		backend_$b render "$work/chain-$m.xml" "$d/chain-$m"
+	done
 }
 
 # ceiling RUN: the workload straight into the sink.
@@ -291,6 +349,40 @@ relay() {
 	sink_stop
 }
 
+# chain BACKEND plain|tls RUN: one run of the workload through hop1 and
+# hop2, until the sink has every message; both hops' logs are checked,
+# and under tls, that TLS carried the messages.
+chain() {
+	b=$1 d=$work/$1/chain-$2 run=$3
+	sink_start "$d/sink.$run"
+	for h in hop2 hop1; do
+		backend_$b start "$d" $h || { backend_$b log "$d" $h >&2; die "$b: $h did not start"; }
+	done
+	wait_listening "$inst_addr|$hop2_addr" $inst_port 2 30 ||
+		{ backend_$b log "$d" hop1 >&2; backend_$b log "$d" hop2 >&2; die "$b: the chain does not listen"; }
+	t0=$(now)
+	source_run $inst_addr $inst_port "$d/source.$run"
+	i=$((relay_timeout * 20))
+	while [ "$(sink_count "$d/sink.$run")" -lt $msgs ]; do
+		[ $((i -= 1)) -gt 0 ] || { backend_$b log "$d" hop1 >&2; backend_$b log "$d" hop2 >&2
+			die "$b, $2 chain: the sink got $(sink_count "$d/sink.$run") of $msgs messages"; }
+		sleep 0.05
+	done
+	t1=$(now)
+	for h in hop1 hop2; do
+		why=$(backend_$b verify "$d" $h $msgs) ||
+			{ backend_$b log "$d" $h >&2; die "$b, $2 chain, run $run, $h: $why"; }
+	done
+	if [ "$2" = tls ]; then
+		n=$(backend_$b tls "$d" hop2)
+		[ "$n" -gt 0 ] || die "$b, tls chain, run $run: hop2 logged no TLS session"
+		echo "$n" >> "$d/tlssessions"
+	fi
+	secs $t0 $t1 >> "$d/relay"
+	for h in hop1 hop2; do backend_$b stop "$d" $h; done
+	sink_stop
+}
+
 # fleet BACKEND: every instance of the fleet started at once, timed until
 # all listen, then stopped; $runs times.
 fleet() {
@@ -327,6 +419,11 @@ for run in $(seq 1 $runs); do
 	ceiling $run
 	for b in $backends; do na $b || relay $b $run; done
 done
+for run in $(seq 1 $runs); do
+	for m in plain tls; do
+		for b in $backends; do na $b || chain $b $m $run; done
+	done
+done
 for b in $backends; do na $b || fleet $b; done
 
 # The table.
@@ -350,12 +447,18 @@ row "end-to-end relay rate (msg/s)" "$(rate $v/relay)" "$(rate $p/relay)" "$(rat
 row "idle RSS per instance, after run (MB)" "$(mb $v/mem)" "$(mb $p/mem)" -
 row "  the same, summed PSS (MB)" "$(mb $v/mem 2)" "$(mb $p/mem 2)" -
 row "idle RSS per instance, fresh (MB)" "$(mb $v/freshmem)" "$(mb $p/freshmem)" -
+row "two hops, plaintext (msg/s)" "$(rate $v/chain-plain/relay)" "$(rate $p/chain-plain/relay)" -
+row "two hops, STARTTLS between (msg/s)" "$(rate $v/chain-tls/relay)" "$(rate $p/chain-tls/relay)" -
 row "fleet start time, $fleet instances (s)" "$(s $v/fleetstart)" "$(s $p/fleetstart)" -
 echo "(median of $runs runs; idle = ${idle} s after the relay run, $(procs $p/mem) Postfix processes;" \
 	"fresh = ${idle} s after start, nothing received, $(procs $p/freshmem) processes; queue on ${TMPDIR:-/tmp}, $(df -T "$work" | awk 'NR==2 {print $2}'))"
 runs() { [ -s "$1" ] && awk -v n=$msgs '{ printf "%s%.0f", (NR > 1 ? "/" : ""), n / $1 }' "$1" || echo n/a; }
 echo "(every run: Postfix acceptance $(runs $p/accept) msg/s, relay $(runs $p/relay) msg/s," \
 	"fleet start $(tr '\n' / < $p/fleetstart 2>/dev/null | sed 's|/$||') s; ceiling $(runs $c/accept) msg/s)"
+echo "(two hops, every run: vhostmta plaintext $(runs $v/chain-plain/relay), STARTTLS $(runs $v/chain-tls/relay) msg/s;" \
+	"Postfix plaintext $(runs $p/chain-plain/relay), STARTTLS $(runs $p/chain-tls/relay) msg/s;" \
+	"TLS sessions hop2 received per run: vhostmta $(tr '\n' / < $v/chain-tls/tlssessions 2>/dev/null | sed 's|/$||')," \
+	"Postfix $(tr '\n' / < $p/chain-tls/tlssessions 2>/dev/null | sed 's|/$||'))"
 for b in $backends; do
 	na $b && echo "* $b: $(cat "$work/$b/na")"
 	na $b || backend_$b relays || echo "$b: no relay rate yet: the instance's delivery side is not written"
