@@ -2,9 +2,11 @@
  * element, reports every problem with its line in one run, and builds the
  * list of instances; the RELAX NG schema runs afterwards as a backstop,
  * so its terser messages appear only for what the walker does not know. */
+#include <errno.h>
 #include <libxml/tree.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "cf.h"
@@ -556,6 +558,41 @@ static void check_bind(struct walk *w, const struct map_instance *in, const stru
 		   in->name ? "\")" : "");
 }
 
+/* check_tls: STARTTLS needs a certificate; "encrypt" without one could
+ * not start, "may" without one would just not offer STARTTLS. Files that
+ * cannot be read here are warnings only: the map may be checked on
+ * another machine than the one that runs the instance. */
+static void check_tls(struct walk *w, const struct map_instance *in, const struct cf *cf)
+{
+	const char *level = cf_str(cf, P_smtpd_tls_security_level);
+	unsigned long line = cf->v[P_smtpd_tls_security_level].line;
+	bool encrypt = strcmp(level, "encrypt") == 0;
+
+	if (strcmp(level, "none") == 0)
+		return;
+	if (*cf_str(cf, P_smtpd_tls_cert_file) == 0) {
+		if (encrypt)
+			diag_error(w->d, w->path, line ? line : in->line,
+				   "smtpd_tls_security_level = encrypt needs smtpd_tls_cert_file (instance \"%s\")",
+				   instance_label(in));
+		else
+			diag_warn(w->d, w->path, line ? line : in->line,
+				  "smtpd_tls_security_level = %s without smtpd_tls_cert_file: STARTTLS will not be offered (instance \"%s\")",
+				  level, instance_label(in));
+		return;
+	}
+	static const enum param_id files[] = { P_smtpd_tls_cert_file, P_smtpd_tls_key_file };
+	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+		const char *f = cf_str(cf, files[i]);
+		unsigned long fl = cf->v[files[i]].line;
+		if (i > 0 && strcmp(f, cf_str(cf, files[0])) == 0)
+			break; /* the key is in the certificate's file */
+		if (*f && access(f, R_OK) != 0)
+			diag_warn(w->d, w->path, fl ? fl : in->line, "%s %s: %s (instance \"%s\")",
+				  param_table[files[i]].name, f, strerror(errno), instance_label(in));
+	}
+}
+
 /* check_params: every parameter of every instance, expanded and checked
  * by type exactly as the instance will read it. */
 static void check_params(struct walk *w, struct param_filter *f, struct map_instance *in)
@@ -586,6 +623,7 @@ static void check_params(struct walk *w, struct param_filter *f, struct map_inst
 	if (in && fd.errors == 0) {
 		check_bind(w, in, &cf, P_smtp_bind_address);
 		check_bind(w, in, &cf, P_smtp_bind_address6);
+		check_tls(w, in, &cf);
 	}
 	cf_free(&cf);
 	buf_free(&ifaces);

@@ -813,6 +813,14 @@ static const struct bad_case bad_cases[] = {
 	  "  </instance>\n"
 	  CLOSE,
 	  0, { { 4, "smtp_tls_security_level: invalid value \"sometimes\": \"sometimes\" is not one of none, may, encrypt or verify" } } },
+	{ "smtpd_tls_security_level = encrypt without a certificate",
+	  OPEN
+	  "  <instance name=\"a\" myhostname=\"mail.a.test\">\n"
+	  "    <address>192.0.2.1</address>\n"
+	  "    <param name=\"smtpd_tls_security_level\" value=\"encrypt\"/>\n"
+	  "  </instance>\n"
+	  CLOSE,
+	  0, { { 4, "smtpd_tls_security_level = encrypt needs smtpd_tls_cert_file (instance \"a\")" } } },
 	{ "smtp_bind_address(6) of another instance",
 	  OPEN
 	  "  <instance name=\"a\" myhostname=\"mail.a.test\">\n"
