@@ -383,6 +383,37 @@ incont systemctl restart vhostmta@delta.service && [ "$(active vhostmta@delta.se
 	{ bad "delta cannot be restarted after apply"; incont journalctl --no-pager -n 20 | grep delta; }
 send 192.0.2.30 postmaster@delta.test | grep -q '^<-  220' && ok || bad "delta does not answer after apply"
 
+# ---- STARTTLS inside the sandbox: the dynamic user cannot read a key that
+# is root's; a drop-in gives it the key's group (docs/instance.md, TLS) ----
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=mail.alpha.test \
+	-keyout "$work/alpha.key" -out "$work/alpha.pem" 2> /dev/null || bad "openssl cannot make a certificate"
+incont sh -c 'getent group ssl-cert > /dev/null || groupadd -r ssl-cert; mkdir -p /etc/vhostmta/tls'
+incont sh -c 'cat > /etc/vhostmta/tls/alpha.pem' < "$work/alpha.pem"
+incont sh -c 'cat > /etc/vhostmta/tls/alpha.key' < "$work/alpha.key"
+incont sh -c 'chown root:ssl-cert /etc/vhostmta/tls/alpha.key && chmod 0640 /etc/vhostmta/tls/alpha.key && chmod 0644 /etc/vhostmta/tls/alpha.pem'
+sed 's|<domain name="alpha.test"/>|<domain name="alpha.test"/><param name="smtpd_tls_security_level" value="may"/><param name="smtpd_tls_cert_file" value="/etc/vhostmta/tls/alpha.pem"/><param name="smtpd_tls_key_file" value="/etc/vhostmta/tls/alpha.key"/>|' \
+	"$work/map4.xml" > "$work/map5.xml"
+put_map "$work/map5.xml"
+since=$(incont date '+%Y-%m-%d %H:%M:%S')
+sleep 1
+apply || { bad "apply with TLS parameters:"; cat "$work/apply.out"; }
+grep -qx 'reload vhostmta@alpha.service (alpha: reload)' "$work/apply.out" && ok || { bad "apply did not reload alpha:"; cat "$work/apply.out"; }
+key_refused() { incont journalctl -u vhostmta@alpha.service --since "$since" --no-pager | grep -q 'cannot load the private key /etc/vhostmta/tls/alpha.key.*STARTTLS is not offered'; }
+wait_for 10 key_refused && ok || { bad "alpha read a key it should not be able to read:"; incont journalctl -u vhostmta@alpha.service --since "$since" --no-pager | tail -5; }
+tls_send() { innet swaks --server 192.0.2.10:25 --tls --from sender@client.test --to user@alpha.test \
+	--ehlo client.test --timeout 20 2>&1; }
+tls_send > "$work/swaks.tls0"; grep -q 'STARTTLS' "$work/swaks.tls0" && ! grep -q 'queued as' "$work/swaks.tls0" && ok ||
+	{ bad "STARTTLS worked without the key:"; tail -5 "$work/swaks.tls0"; }
+incont mkdir -p /etc/systemd/system/vhostmta@alpha.service.d
+printf '[Service]\nSupplementaryGroups=ssl-cert\n' | incont sh -c 'cat > /etc/systemd/system/vhostmta@alpha.service.d/tls.conf'
+incont systemctl daemon-reload
+incont systemctl restart vhostmta@alpha.service || bad "restart of alpha with the drop-in"
+tls_send > "$work/swaks.tls1"
+grep -q 'queued as' "$work/swaks.tls1" && grep -q 'TLS started' "$work/swaks.tls1" && ok ||
+	{ bad "no mail over STARTTLS with the key's group:"; tail -8 "$work/swaks.tls1"; }
+incont journalctl -u vhostmta@alpha.service --since "$since" --no-pager | grep -q 'Anonymous TLS connection established from' && ok ||
+	bad "alpha logged no TLS session"
+
 # ---- deferred mail survives a stop of the target: the next start of
 # vhostmta.target starts its instance (vhostmta-wake.service) without any
 # connection; an instance with an empty queue stays stopped ----
