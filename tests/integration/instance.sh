@@ -315,10 +315,13 @@ while [ $cycles -lt 10 ]; do
 	if ! await 10 listening 127.0.0.4:2525; then
 		restart_fail=$((restart_fail + 1)); logtail "$clog"; continue
 	fi
-	# The files of the killed instance's unfinished messages are gone.
+	# The files of the killed instance's unfinished messages are gone:
+	# the restarted instance said so for each (a file of the same name,
+	# even on the same inode, may be its own new one).
 	for f in $tmpfiles; do
 		n=${f%:*}
-		[ "$(stat -c %i "$cq/tmp/$n" 2> /dev/null)" = "${f##*:}" ] && notremoved=$((notremoved + 1))
+		sed -n "/^--- kill -9 (cycle $cycles) ---\$/,\$p" "$clog" |
+			grep -q "$n: removed incomplete queue file" || notremoved=$((notremoved + 1))
 	done
 done
 sleep 1 # the last instance serves for a while

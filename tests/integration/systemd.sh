@@ -277,7 +277,7 @@ grep -q '^\(start\|stop\|reload\) vhostmta@' "$work/apply.out" && bad "a second 
 # ---- restart under load: systemd holds the socket, no connection is refused ----
 
 before=$(ls "$work/sink" | wc -l)
-nsenter -t "$spid" -n smtp-source -A -s 10 -m 600 -f load@client.test -t user@alpha.test 192.0.2.10:25 > "$work/load.out" 2>&1 &
+nsenter -t "$spid" -n smtp-source -v -A -s 10 -m 600 -f load@client.test -t user@alpha.test 192.0.2.10:25 > "$work/load.out" 2>&1 &
 loadpid=$!
 sleep 0.5
 for r in 1 2 3; do
@@ -285,13 +285,23 @@ for r in 1 2 3; do
 	sleep 0.3
 done
 wait "$loadpid"; lrc=$?; loadpid=
-if [ $lrc = 0 ] && ! grep -qi 'refused\|connect' "$work/load.out"; then ok; else bad "smtp-source during restarts (exit $lrc):"; head -5 "$work/load.out"; fi
+if [ $lrc = 0 ] && ! grep -qi 'refused\|fatal\|warning' "$work/load.out"; then ok; else bad "smtp-source during restarts (exit $lrc):"; grep -i 'refused\|fatal\|warning' "$work/load.out" | head -5; fi
 [ "$(mainpid alpha)" != "$pa" ] && ok || bad "alpha was not restarted under load"
-# Every message was accepted: sessions cut short by a drain get 421 at
-# their next command, after their message was queued.
-queued=$(incont journalctl -u vhostmta@alpha.service --since "$since" --no-pager | grep -c 'nrcpt=1 (queued)')
-echo "systemd: smtp-source 600 messages over 10 sessions, alpha restarted 3 times: $(grep -ci 'refused' "$work/load.out") connections refused, $queued messages queued by alpha"
-[ "$queued" -ge 600 ] && ok || bad "only $queued of 600 messages queued under restarts"
+# Every message acknowledged to the client was queued. A session that a
+# drain ends between two messages gets 421 for the next one, which is
+# then not sent (a real client retries it later): smtp-source -A counts
+# it as done, so the acknowledged count may be a little under 600.
+acked=$(sed -n 's/.*<<< 250 2.0.0 Ok: queued as \([0-9A-F]*\).*/\1/p' "$work/load.out" | sort -u)
+nacked=$(echo "$acked" | grep -c .)
+none_lost() { # the journal may lag the replies a little
+	incont journalctl -u vhostmta@alpha.service --since "$since" --no-pager > "$work/j.load"
+	lost=0
+	for id in $acked; do grep -q "$id: from=<load@client.test>, .* (queued)" "$work/j.load" || lost=$((lost + 1)); done
+	[ "$lost" = 0 ]
+}
+wait_for 10 none_lost
+echo "systemd: smtp-source 600 messages over 10 sessions, alpha restarted 3 times: $(grep -ci 'refused' "$work/load.out") connections refused, $nacked acknowledged, $(grep -c 'from=<load@client.test>.*(queued)' "$work/j.load") queued by alpha"
+[ "$nacked" -ge 550 ] && [ "$lost" = 0 ] && ok || bad "under restarts: $nacked of 600 messages acknowledged, $lost of them not queued"
 
 # ---- a broken map: refused, the instances go on -----------------------------------
 
