@@ -73,3 +73,12 @@ ns_cleanup() {
 	[ -n "${KEEP:-}" ] || rm -rf "$work"
 	exit "$_rc"
 }
+
+# logtail LOG: its last lines, indented, for a failure report.
+logtail() { tail -n 25 "$1" | sed 's/^/  log | /'; }
+# logged LOG TEXT...: every TEXT on one line of LOG.
+logged() {
+	_f=$1; shift
+	_l=$(cat "$_f")
+	for _t; do _l=$(printf '%s\n' "$_l" | grep -F -- "$_t") || return 1; done
+}

@@ -45,14 +45,6 @@ sinks=
 trap 'ns_cleanup $? $sinks' EXIT
 trap 'exit 1' INT TERM
 
-logtail() { tail -n 25 "$1" | sed 's/^/  log | /'; }
-# logged LOG TEXT...: every TEXT on one line of LOG.
-logged() {
-	_f=$1; shift
-	_l=$(cat "$_f")
-	for _t; do _l=$(printf '%s\n' "$_l" | grep -F -- "$_t") || return 1; done
-}
-
 # --- the namespace, DNS, the sinks. ---
 if ! ip netns add "$ns"; then
 	bad "ip netns add $ns"
@@ -257,10 +249,13 @@ if await 15 has_msg "$sink" "$tok"; then ok; else bad "bind: not delivered once 
 # --- crash test: kill -9 during the delivery of 10,000 messages. ---
 # charlie relays everything to the crash sink (a reload applies it). The
 # sink is down while the messages are submitted, so all 10,000 are queued
-# (deferred) before delivery starts; then it comes up, the retries
-# deliver, and charlie is killed with a fifth of them at the sink.
+# (deferred) before delivery starts, with a backoff long enough that no
+# retry runs meanwhile (on a busy machine 10,000 messages retried every
+# second or two would take the time the submission needs); then the sink
+# comes up, --flush starts the deliveries, and charlie is killed with a
+# fifth of them at the sink.
 crash_n=${CRASH_N:-10000}
-printf 'relayhost = [127.0.0.100]:26\n' >> "$work/etc/charlie/instance.cf"
+printf 'relayhost = [127.0.0.100]:26\nminimal_backoff_time = 300s\nmaximal_backoff_time = 600s\n' >> "$work/etc/charlie/instance.cf"
 kill -HUP "$ipid_charlie"
 sleep 0.5
 nsx smtp-source -s 20 -l 1024 -m $crash_n -f crash@charlie.test -t user@crash.test 192.0.2.4:2525 \
@@ -270,6 +265,8 @@ nq() { "$VHOSTMTA_INSTANCE" -c "$work/etc/charlie/instance.cf" --list-queue 2> /
 eq "$(nq)" "$crash_n" "crash: all of them queued before delivery starts"
 start_sink "$csink" 127.0.0.100:26
 await 10 listening 127.0.0.100:26 || bad "crash sink does not listen"
+nsx "$VHOSTMTA_INSTANCE" -c "$work/etc/charlie/instance.cf" --flush > "$work/flush.out" 2>&1 ||
+	{ bad "crash: --flush failed:"; cat "$work/flush.out"; }
 # distinct: the queue ids in our Received headers at the sink.
 distinct() { grep -h -o 'mail.charlie.test (vhostmta) with [A-Z]* id [0-9A-F]*' "$csink"/* 2> /dev/null | sort -u | wc -l; }
 atleast() { [ "$(ls "$csink" | wc -l)" -ge "$1" ]; }
@@ -279,6 +276,9 @@ wait "$ipid_charlie" 2> /dev/null
 before=$(distinct)
 if [ "$before" -lt "$crash_n" ]; then ok; else bad "crash: the kill came after the last delivery"; fi
 start charlie
+# What the killed instance had deferred waits for its long backoff: flush.
+flushed() { nsx "$VHOSTMTA_INSTANCE" -c "$work/etc/charlie/instance.cf" --flush > "$work/flush.out" 2>&1; }
+await 10 flushed || { bad "crash: --flush after the restart failed:"; cat "$work/flush.out"; }
 if await 120 eval '[ "$(distinct)" -ge $crash_n ]'; then ok; else
 	bad "crash: only $(distinct) of $crash_n messages arrived"; logtail "$work/charlie.log"; fi
 echo "  crash: $before distinct messages before kill -9, $(distinct) after restart, $(ls "$csink" | wc -l) deliveries"

@@ -94,7 +94,6 @@ nfiles() { find "$1" -mindepth 1 -maxdepth 1 2> /dev/null | wc -l; }
 # nqueued CF: the messages queued by the instance of CF (a queue file may
 # hold several: one group commit).
 nqueued() { "$INST" -c "$1" --list-queue 2> /dev/null | wc -l; }
-logtail() { tail -n 20 "$1" | sed 's/^/  log | /'; }
 # sanitizer_clean LOG DESCRIPTION: no sanitizer report, fatal or panic.
 sanitizer_clean() {
 	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then

@@ -47,13 +47,6 @@ pids=
 trap 'ns_cleanup $?' EXIT
 trap 'exit 1' INT TERM
 
-logtail() { tail -n 20 "$1" | sed 's/^/  log | /'; }
-# logged LOG TEXT...: every TEXT on one line of LOG.
-logged() {
-	_f=$1; shift
-	_l=$(cat "$_f")
-	for _t; do _l=$(printf '%s\n' "$_l" | grep -F -- "$_t") || return 1; done
-}
 sanitizer_clean() { # LOG DESCRIPTION
 	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then
 		bad "$2: the log has a sanitizer report or a fatal error"
