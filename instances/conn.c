@@ -38,6 +38,7 @@ struct conn {
 	struct conn *prev, *next;
 	struct conn_layer io;
 	sd_event_source *io_src, *timer, *defer;
+	sd_event_source *slow;  /* smtpd_error_sleep_time before a reply (made when first needed) */
 	struct sconf *conf;    /* the generation the session started with */
 	struct smtpd *s;
 	struct smtpd_client client;
@@ -46,6 +47,8 @@ struct conn {
 	bool dead;             /* the connection failed: end as soon as possible */
 	bool timed_out;
 	bool handshaking;      /* TLS handshake after STARTTLS */
+	bool slowing;          /* replies held back until the slow timer fires */
+	bool slowed;           /* the output waiting now has had its delay */
 	char peer[PEER_TEXT_MAX];
 	size_t in_off, in_len; /* unconsumed input is in[in_off..in_len) */
 	char in[CONN_INBUF];
@@ -306,7 +309,7 @@ static size_t out_pending(struct conn *c) { return smtpd_output(c->s)->len; }
  * buffer without bound. */
 static bool can_read(struct conn *c)
 {
-	return !c->eof && !c->dead && c->in_off == c->in_len &&
+	return !c->eof && !c->dead && !c->slowing && c->in_off == c->in_len &&
 	       smtpd_status(c->s) == SMTPD_OPEN && out_pending(c) < CONN_OUT_HIGH;
 }
 
@@ -412,7 +415,7 @@ static uint32_t wanted_events(struct conn *c)
 
 	if (can_read(c))
 		ev |= EPOLLIN;
-	if (!c->dead && out_pending(c) > 0)
+	if (!c->dead && !c->slowing && out_pending(c) > 0)
 		ev |= EPOLLOUT;
 	return ev;
 }
@@ -429,6 +432,42 @@ static bool update_events(struct conn *c)
 
 static void conn_close(struct conn *c);
 static void conn_wake(void *ctx);
+static void conn_step(struct conn *c);
+
+static int on_slow(sd_event_source *src, uint64_t usec, void *userdata)
+{
+	struct conn *c = userdata;
+	(void)src; (void)usec;
+
+	c->slowing = false;
+	c->slowed = true;
+	conn_step(c);
+	return 0;
+}
+
+/* hold_reply: a client past smtpd_soft_error_limit waits before each
+ * reply, as in Postfix (tarpitting costs us a timer, not a process).
+ * True while the output is held. */
+static bool hold_reply(struct conn *c)
+{
+	uint64_t us;
+
+	if (c->slowing)
+		return true;
+	if (out_pending(c) == 0 || c->slowed || c->dead || (us = smtpd_slow(c->s)) == 0 ||
+	    smtpd_status(c->s) == SMTPD_CLOSING)
+		return false;
+	if (c->slow == NULL) {
+		if (sd_event_add_time_relative(c->sv->event, &c->slow, CLOCK_MONOTONIC, us,
+					       TIMER_ACCURACY / 10, on_slow, c) < 0)
+			return false; /* not slowed, rather than stuck */
+	} else {
+		sd_event_source_set_time_relative(c->slow, us);
+		sd_event_source_set_enabled(c->slow, SD_EVENT_ONESHOT);
+	}
+	c->slowing = true;
+	return true;
+}
 
 /* handshake_step: drive the TLS handshake; on success the session
  * starts over inside TLS, on failure the connection ends. */
@@ -488,7 +527,11 @@ static void start_tls(struct conn *c)
 static void conn_step(struct conn *c)
 {
 	feed_pending(c);
-	write_output(c);
+	if (!hold_reply(c)) {
+		write_output(c);
+		if (out_pending(c) == 0)
+			c->slowed = false; /* the next reply waits again */
+	}
 	if (!c->dead && !c->handshaking && smtpd_status(c->s) == SMTPD_STARTTLS &&
 	    out_pending(c) == 0 && c->io.ops == &plain_ops)
 		start_tls(c);
@@ -589,6 +632,7 @@ static void conn_free(struct conn *c)
 	sd_event_source_disable_unref(c->io_src);
 	sd_event_source_disable_unref(c->timer);
 	sd_event_source_disable_unref(c->defer);
+	sd_event_source_disable_unref(c->slow);
 	if (c->io.fd >= 0)
 		c->io.ops->close(c);
 	sconf_unref(c->conf);

@@ -768,6 +768,13 @@ enum smtpd_status smtpd_status(const struct smtpd *s)
 
 struct buf *smtpd_output(struct smtpd *s) { return &s->out; }
 
+uint64_t smtpd_slow(const struct smtpd *s)
+{
+	if (s->errors <= (unsigned)param(s, P_smtpd_soft_error_limit))
+		return 0;
+	return (uint64_t)param(s, P_smtpd_error_sleep_time) * 1000000ULL;
+}
+
 void smtpd_eof(struct smtpd *s)
 {
 	if (s->state == S_DATA)

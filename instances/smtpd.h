@@ -61,6 +61,10 @@ struct smtpd *smtpd_new(const struct smtpd_config *cfg, const struct smtpd_clien
  * (fewer than n only when the status becomes WAITING or CLOSING). */
 size_t smtpd_feed(struct smtpd *s, const char *p, size_t n);
 enum smtpd_status smtpd_status(const struct smtpd *s);
+/* smtpd_slow: the client has made more than smtpd_soft_error_limit
+ * errors: every reply is to be written smtpd_error_sleep_time late (0:
+ * not slowed). */
+uint64_t smtpd_slow(const struct smtpd *s);
 /* The replies to write; the connection layer removes what it wrote. */
 struct buf *smtpd_output(struct smtpd *s);
 /* The peer closed or the connection failed: abort any transaction. */

@@ -247,6 +247,9 @@ if alive "$ipid"; then ok; else bad "the instance died during the bad input"; lo
 nsx sh -c "$probe" > "$work/swaks" 2>&1
 has "$work/swaks" "250 2.0.0 Ok: queued as" "after the bad input: a well-behaved client is queued"
 
+# Past smtpd_soft_error_limit every reply comes smtpd_error_sleep_time late.
+py "tarpit" tarpit 127.0.0.2 2525 "$probe"
+
 # --- 5. Real messages: swaks, then smtp-source. ---
 before=$(nqueued "$cf")
 nsx swaks --server 127.0.0.2:2525 --local-interface 127.0.0.9 --ehlo client.test \

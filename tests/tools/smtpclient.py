@@ -15,6 +15,7 @@ status 0 unless the helper itself broke (bad usage, a crash).
     smtpclient.py inject HOST PORT RECORD STOPFILE CONNS
     smtpclient.py verify QDIR RECORD
     smtpclient.py incomplete QDIR             incoming/ files without END
+    smtpclient.py tarpit HOST PORT PROBE-CMD  replies slowed after smtpd_soft_error_limit
 
 PROBE-CMD is a shell command (a well-behaved swaks transaction) run while a
 bad client is connected: its output must say "queued as".
@@ -645,6 +646,32 @@ def cmd_incomplete(qdir):
     return 0
 
 
+def cmd_tarpit(host, port, probe_cmd):
+    """smtpd_soft_error_limit / smtpd_error_sleep_time at their defaults
+    (10 errors, 1 s): the first ten errors are answered at once, every
+    reply after that is one second late, and a well-behaved client is
+    served while a reply is held."""
+    c = greeted(host, port)
+    t0 = time.monotonic()
+    codes = [c.cmd("FOO%d" % i)[-1][:3] for i in range(10)]
+    fast = time.monotonic() - t0
+    check(codes == ["502"] * 10, "ten unknown commands: 502 each", codes)
+    check(fast < 9.0, "errors 1-10 not slowed (%.2f s for ten)" % fast)
+    slow = []
+    for text in ("BAR1", "BAR2", "NOOP"):
+        t = time.monotonic()
+        c.send(text + "\r\n")
+        if text == "BAR2":
+            probe(probe_cmd, "while a reply to a slowed client is held")
+        r = c.reply(timeout=15)
+        slow.append(time.monotonic() - t)
+    check(min(slow) >= 0.9, "after the soft limit every reply waits 1 s (%s s)" %
+          "/".join("%.2f" % x for x in slow), r)
+    check(r[-1].startswith("250"), "a good command is still answered after the delay", r)
+    c.close()
+    return 0
+
+
 def main(argv):
     if len(argv) < 2:
         sys.stderr.write(__doc__)
@@ -659,6 +686,7 @@ def main(argv):
         "inject": (cmd_inject, (5,)),
         "verify": (cmd_verify, (2,)),
         "incomplete": (cmd_incomplete, (1,)),
+        "tarpit": (cmd_tarpit, (3,)),
     }
     if cmd not in table or len(args) not in table[cmd][1]:
         sys.stderr.write(__doc__)
