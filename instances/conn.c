@@ -49,6 +49,8 @@ struct conn {
 	bool handshaking;      /* TLS handshake after STARTTLS */
 	bool slowing;          /* replies held back until the slow timer fires */
 	bool slowed;           /* the output waiting now has had its delay */
+	bool per_request;      /* smtpd_per_request_deadline */
+	uint64_t progress;     /* smtpd_progress() when the deadline last restarted */
 	char peer[PEER_TEXT_MAX];
 	size_t in_off, in_len; /* unconsumed input is in[in_off..in_len) */
 	char in[CONN_INBUF];
@@ -357,7 +359,8 @@ static void read_input(struct conn *c)
 	case CONN_IO_OK:
 		c->in_off = 0;
 		c->in_len = n;
-		timer_reset(c);
+		if (!c->per_request)
+			timer_reset(c);
 		break;
 	case CONN_IO_AGAIN:
 		break;
@@ -386,7 +389,8 @@ static void write_output(struct conn *c)
 			return;
 		}
 		buf_drop(out, n);
-		timer_reset(c);
+		if (!c->per_request || out->len == 0)
+			timer_reset(c); /* per request: when the whole reply is out */
 		if (out->len > 0)
 			return; /* a short write: the socket buffer is full */
 	}
@@ -527,6 +531,10 @@ static void start_tls(struct conn *c)
 static void conn_step(struct conn *c)
 {
 	feed_pending(c);
+	if (c->per_request && smtpd_progress(c->s) != c->progress) {
+		c->progress = smtpd_progress(c->s);
+		timer_reset(c); /* a whole line came in */
+	}
 	if (!hold_reply(c)) {
 		write_output(c);
 		if (out_pending(c) == 0)
@@ -693,6 +701,7 @@ static void conn_new(struct server *sv, int fd, const struct smtpd_client *clien
 	c->client = *client;
 	c->conf = sconf_ref(sv->conf);
 	c->timeout = (uint64_t)cf_num(&c->conf->cf, P_smtpd_timeout) * 1000000ULL;
+	c->per_request = cf_num(&c->conf->cf, P_smtpd_per_request_deadline) != 0;
 	snprintf(c->peer, sizeof c->peer, "%s", peer);
 	if (!conn_sources(c, sv->event)) {
 		msg_error("event loop refuses a connection from %s", peer);

@@ -1170,10 +1170,18 @@ static void on_greeting(struct smtpc *c, const struct smtpc_reply *r)
 		set_state(c, ST_EHLO);
 		break;
 	case 4:
-	case 5:
 		fail(c, r->code, reply_dsn(r), r->text, "host %s refused to talk to me: %s",
 		     c->hostip, r->text);
 		break;
+	case 5: {
+		/* As Postfix's smtp_skip_5xx_greeting: a server that will not
+		 * talk says nothing about the recipients: the next MX host is
+		 * tried, and after the last the mail is deferred. */
+		char dsn[sizeof r->dsn];
+		snprintf(dsn, sizeof dsn, "4%s", reply_dsn(r) + 1);
+		fail(c, 0, dsn, r->text, "host %s refused to talk to me: %s", c->hostip, r->text);
+		break;
+	}
 	default:
 		fail_unexpected(c, r);
 		break;

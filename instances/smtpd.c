@@ -71,6 +71,7 @@ struct smtpd {
 	struct buf out;
 	struct buf line;      /* a command line being assembled */
 	bool line_overflow;   /* the current line is too long: discard to CRLF */
+	uint64_t lines;       /* whole lines consumed (smtpd_progress) */
 	enum state state;
 	enum dstate dstate;
 	bool esmtp;
@@ -650,6 +651,7 @@ static size_t data_bytes(struct smtpd *s, const char *p, size_t n)
 		}
 		case D_CR:
 			if (c == '\n') {
+				s->lines++;
 				content(s, "\r\n", 2);
 				s->dstate = D_BOL;
 				i++;
@@ -707,6 +709,7 @@ static size_t line_bytes(struct smtpd *s, const char *p, size_t n)
 	}
 	if (lf == NULL)
 		return take;
+	s->lines++;
 	s->feed_left = n - take;
 	if (s->line_overflow) {
 		error(s, "500 5.5.2 Error: line too long");
@@ -767,6 +770,8 @@ enum smtpd_status smtpd_status(const struct smtpd *s)
 }
 
 struct buf *smtpd_output(struct smtpd *s) { return &s->out; }
+
+uint64_t smtpd_progress(const struct smtpd *s) { return s->lines; }
 
 uint64_t smtpd_slow(const struct smtpd *s)
 {

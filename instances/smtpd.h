@@ -61,6 +61,9 @@ struct smtpd *smtpd_new(const struct smtpd_config *cfg, const struct smtpd_clien
  * (fewer than n only when the status becomes WAITING or CLOSING). */
 size_t smtpd_feed(struct smtpd *s, const char *p, size_t n);
 enum smtpd_status smtpd_status(const struct smtpd *s);
+/* smtpd_progress: how many whole lines (commands and content) the
+ * session has consumed: a request deadline restarts when it grows. */
+uint64_t smtpd_progress(const struct smtpd *s);
 /* smtpd_slow: the client has made more than smtpd_soft_error_limit
  * errors: every reply is to be written smtpd_error_sleep_time late (0:
  * not slowed). */
