@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ struct instance {
 	sd_event_source *sig[3];
 	bool stopping, forced;
 	uint64_t status_at;  /* when STATUS= was last sent */
+	size_t peak;         /* most sessions at once since the heap was last trimmed */
 	char status_text[96];
 };
 
@@ -343,10 +345,22 @@ static int on_idle(sd_event_source *s, uint64_t usec, void *userdata)
 	return 0;
 }
 
+/* TRIM_AFTER: a burst of this many sessions is worth giving back the
+ * memory it took once it is over (glibc keeps freed memory otherwise:
+ * an instance stayed at its peak after thousands of connections). */
+#define TRIM_AFTER 32
+
 static void sessions_changed(void *ctx)
 {
 	struct instance *in = ctx;
+	size_t n = server_sessions(&in->server);
 
+	if (n > in->peak)
+		in->peak = n;
+	if (n == 0 && in->peak >= TRIM_AFTER) {
+		malloc_trim(0);
+		in->peak = 0;
+	}
 	status_changed(in);
 	idle_rearm(in);
 	exit_when_drained(in);
