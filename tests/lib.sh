@@ -82,3 +82,10 @@ logged() {
 	_l=$(cat "$_f")
 	for _t; do _l=$(printf '%s\n' "$_l" | grep -F -- "$_t") || return 1; done
 }
+# sanitizer_clean LOG DESCRIPTION: no sanitizer report, fatal or panic in LOG.
+sanitizer_clean() {
+	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then
+		bad "$2: the log has a sanitizer report or a fatal error"
+		grep -E -A15 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1" | head -n 40 | sed 's/^/  | /'
+	else ok; fi
+}

@@ -53,12 +53,6 @@ ulimit -n "$(ulimit -Hn)" 2> /dev/null
 trap 'ns_cleanup $?' EXIT
 trap 'exit 1' INT TERM
 
-sanitizer_clean() { # LOG DESCRIPTION
-	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then
-		bad "$2: the log has a sanitizer report or a fatal error"
-		grep -E -A15 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1" | head -n 40 | sed 's/^/  | /'
-	else ok; fi
-}
 # tally FILE DESCRIPTION: the helper's "ok"/"not ok" lines count, notes are
 # shown; a helper without any check failed.
 tally() {

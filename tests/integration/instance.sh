@@ -94,13 +94,6 @@ nfiles() { find "$1" -mindepth 1 -maxdepth 1 2> /dev/null | wc -l; }
 # nqueued CF: the messages queued by the instance of CF (a queue file may
 # hold several: one group commit).
 nqueued() { "$INST" -c "$1" --list-queue 2> /dev/null | wc -l; }
-# sanitizer_clean LOG DESCRIPTION: no sanitizer report, fatal or panic.
-sanitizer_clean() {
-	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then
-		bad "$2: the log has a sanitizer report or a fatal error"
-		grep -E -A15 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1" | head -n 40 | sed 's/^/  | /'
-	else ok; fi
-}
 
 # --- the namespace and the instance's files. ---
 if ! ip netns add "$ns"; then

@@ -47,12 +47,6 @@ pids=
 trap 'ns_cleanup $?' EXIT
 trap 'exit 1' INT TERM
 
-sanitizer_clean() { # LOG DESCRIPTION
-	if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1"; then
-		bad "$2: the log has a sanitizer report or a fatal error"
-		grep -E -A15 'AddressSanitizer|LeakSanitizer|runtime error|fatal:|panic:' "$1" | head -n 40 | sed 's/^/  | /'
-	else ok; fi
-}
 
 # --- 1. The certificates: EC P-256, made here with the openssl CLI. ---
 pki=$work/pki
