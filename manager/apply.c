@@ -162,11 +162,16 @@ static void relocate(const struct buf *text, const char *from, const char *to, s
 	}
 }
 
-static bool write_copy(int dirfd, const char *name, const struct buf *text)
+/* write_copy: with the original's times: render compares them (a TLS
+ * file renewed since the configuration was written). */
+static bool write_copy(int dirfd, const char *name, const struct buf *text,
+		       const struct timespec times[2])
 {
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	bool ok = fd >= 0 && (size_t)write(fd, buf_cstr(text), text->len) == text->len;
 
+	if (ok && times)
+		(void)futimens(fd, times);
 	if (fd >= 0 && close(fd) != 0)
 		ok = false;
 	return ok;
@@ -199,8 +204,12 @@ static bool copy_dir(int from, int to, const char *sub, const char *real, const 
 		if (e->d_name[0] == '.')
 			continue;
 		if (read_small(dirfd(d), e->d_name, &text)) {
+			struct stat st;
+			bool have = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+			struct timespec times[2] = { have ? st.st_atim : (struct timespec){ 0, UTIME_OMIT },
+						     have ? st.st_mtim : (struct timespec){ 0, UTIME_OMIT } };
 			relocate(&text, real, scratch, &moved);
-			ok = write_copy(dfd, e->d_name, &moved);
+			ok = write_copy(dfd, e->d_name, &moved, times);
 		} else if (top && (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN)) {
 			ok = copy_dir(dirfd(d), dfd, e->d_name, real, scratch) || errno == ENOTDIR ||
 			     errno == ELOOP;

@@ -365,6 +365,45 @@ static void note(struct render_stats *st, const char *name, enum render_change c
 	it->change = c;
 }
 
+/* newer: a is later than b. */
+static bool newer(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+/* tls_renewed: a certificate, key or CA file that the rendered
+ * configuration names has changed since that configuration was written
+ * (a renewal): the instance must read it again. The configuration file's
+ * own time is the mark; staging it again moves the mark. */
+static bool tls_renewed(struct out *o, const char *name, const struct rfile *f)
+{
+	static const char *const params[] = { "smtpd_tls_cert_file", "smtpd_tls_key_file",
+					      "smtp_tls_CAfile" };
+	char path[PATH_MAX];
+	struct stat conf, st;
+	const char *p = buf_cstr(&f->text);
+
+	snprintf(path, sizeof path, "%s/%s", name, f->name);
+	if (fstatat(o->dirfd, path, &conf, 0) != 0)
+		return false;
+	while (*p) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		for (size_t i = 0; i < ARRAY_LEN(params); i++) {
+			size_t k = strlen(params[i]);
+			if (len <= k + 3 || strncmp(p, params[i], k) != 0 || strncmp(p + k, " = /", 4) != 0)
+				continue;
+			char file[PATH_MAX];
+			snprintf(file, sizeof file, "%.*s", (int)(len - k - 3), p + k + 3);
+			if (stat(file, &st) == 0 &&
+			    (newer(&st.st_mtim, &conf.st_mtim) || newer(&st.st_ctim, &conf.st_mtim)))
+				return true;
+		}
+		p += len + (eol != NULL);
+	}
+	return false;
+}
+
 /* stage_instance: stage the files that changed and note what the instance
  * needs. A change in comments only (the map's path in a header) is
  * written but needs nothing. In a directory created just now there is
@@ -399,6 +438,11 @@ static void stage_instance(struct out *o, const char *name, struct rfile *f, siz
 			restart_lines(buf_cstr(&f[i].text), &b);
 			restart |= !buf_equal(&a, &b);
 		}
+	}
+	if (!changed && !is_new && n > 0 && tls_renewed(o, name, &f[0])) {
+		stage(o, name, f[0].name, &f[0].text); /* the new mark */
+		o->st->unchanged--;                      /* counted above */
+		changed = true;
 	}
 	if (changed || is_new)
 		note(o->st, name, is_new ? CHANGE_NEW : restart ? CHANGE_RESTART : CHANGE_RELOAD);

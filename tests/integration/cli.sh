@@ -97,4 +97,20 @@ expect 2 "queue --delete junk" "$VHOSTMTA" queue -o "$work/rq" --delete 'x;rm'
 expect 0 "queue --help" "$VHOSTMTA" queue --help
 has "$work/out" "usage: vhostmta queue" "queue help"
 
+# A renewed certificate (its file newer than the rendered configuration)
+# makes render reload the instance once; nothing else does.
+printf 'certificate\n' > "$work/cert.pem"
+sed 's|<address>127.0.0.2</address>|<address>127.0.0.2</address><param name="smtpd_tls_security_level" value="may"/><param name="smtpd_tls_cert_file" value="'"$work"'/cert.pem"/>|' \
+	"$map" > "$work/tls.xml"
+grep -q smtpd_tls_cert_file "$work/tls.xml" || bad "the TLS map was not made (the example map changed?)"
+expect 0 "render a map with a certificate" "$VHOSTMTA" render -m "$work/tls.xml" -o "$work/rt"
+expect 0 "render it again" "$VHOSTMTA" render -m "$work/tls.xml" -o "$work/rt"
+if grep -q ': reload' "$work/out"; then bad "an unchanged certificate reloads"; else ok; fi
+tlsname=$(grep -l smtpd_tls_cert_file "$work"/rt/*/instance.cf | head -n 1)
+touch -d '2000-01-01' "$tlsname"
+expect 0 "render after a renewal" "$VHOSTMTA" render -m "$work/tls.xml" -o "$work/rt"
+has "$work/out" "$(basename "$(dirname "$tlsname")"): reload" "a renewed certificate reloads its instance"
+expect 0 "render after the reload" "$VHOSTMTA" render -m "$work/tls.xml" -o "$work/rt"
+if grep -q ': reload' "$work/out"; then bad "the renewal reloads again"; else ok; fi
+
 finish cli
