@@ -88,6 +88,7 @@ map() {
     <address>127.0.0.2</address>
     <domain name="alpha.test"/>
     <param name="smtp_bind_address" value="127.0.0.2"/>
+    <param name="smtp_tls_CAfile" value="$work/ca.pem"/>
   </instance>
   <instance name="bravo" myhostname="mail.bravo.test">
     <address>127.0.0.3</address>
@@ -146,6 +147,7 @@ expect 1 "status without a supervisor" "$VHOSTMTA" status -o "$etc"
 has "$work/err" "vhostmta run is not running" "status without a supervisor: says so"
 
 # --- start: four instances listening, ready, as the unprivileged user. ---
+: > "$work/ca.pem" # alpha's smtp_tls_CAfile (never read: alpha makes no TLS connection)
 map 127.0.0.4 20480000 delta
 supervise
 for a in 127.0.0.2 127.0.0.3 127.0.0.4 127.0.0.5; do
@@ -218,6 +220,17 @@ if grep -q '^delta ' "$work/status"; then bad "status still shows delta"; else o
 pid_echo=$(ipid echo)
 nsx ss -Hltnp | grep -F "127.0.0.5:2525" | grep -qF "pid=$pid_echo," && ok || bad "127.0.0.5:2525 is not echo's"
 mail_via echo 127.0.0.5 "echo on delta's old address"
+
+# --- SIGHUP after a renewed certificate (the map unchanged): alpha, whose
+# CA file changed since its configuration was written, is reloaded, the
+# others are not. ---
+sleep 1
+touch "$work/ca.pem"
+before=$(count "alpha: reloaded") bravo_before=$(count "bravo: reloaded")
+kill -HUP "$spid"
+if await 10 eval '[ "$(count "alpha: reloaded")" -gt "$before" ]'; then ok; else bad "alpha was not reloaded for its renewed CA file"; logtail; fi
+eq "$(ipid alpha)" "$pid_alpha" "renewal: alpha kept its pid"
+eq "$(count "bravo: reloaded")" "$bravo_before" "renewal: bravo was not reloaded"
 
 # --- SIGHUP with a broken map: nothing changes, the log says why. ---
 cp "$etc/charlie/instance.cf" "$work/charlie.cf"
