@@ -1419,23 +1419,32 @@ static void file_activate(struct qmgr *q, enum qdir dir, const char *name)
 	free(touched);
 }
 
+/* LOAD_BATCH: files activated per turn of the event loop. Activating a
+ * file reads it, and for a dead destination rewrites it into deferred/
+ * at once: thousands of them in one go would keep the loop from the
+ * sessions for seconds. The rest waits for the next turn. */
+#define LOAD_BATCH 64
+
 /* load_some: activate waiting files while under the active limit: new
- * mail first, then deferred mail that is due. */
+ * mail first, then deferred mail that is due; at most LOAD_BATCH now. */
 static void load_some(struct qmgr *q)
 {
 	size_t limit = (size_t)cf_num(CF(q->dc), P_qmgr_message_active_limit);
 	uint64_t now = now_real();
+	size_t done = 0;
 
-	while (!q->stopping && q->nactive < limit && q->backlog_head < q->nbacklog) {
+	while (!q->stopping && q->nactive < limit && q->backlog_head < q->nbacklog &&
+	       done < LOAD_BATCH) {
 		char *name = q->backlog[q->backlog_head];
 		q->backlog[q->backlog_head++] = NULL;
 		if (*name) /* "" for a file rewritten by a deletion */
 			file_activate(q, QDIR_INCOMING, name);
 		free(name);
+		done++;
 	}
 	if (q->backlog_head == q->nbacklog)
 		q->backlog_head = q->nbacklog = 0;
-	for (size_t i = 0; !q->stopping && q->nactive < limit && i < q->ndef;) {
+	for (size_t i = 0; !q->stopping && q->nactive < limit && i < q->ndef && done < LOAD_BATCH;) {
 		if (q->def[i].next_us > now) {
 			i++;
 			continue;
@@ -1444,8 +1453,11 @@ static void load_some(struct qmgr *q)
 		memcpy(name, q->def[i].name, sizeof name);
 		q->def[i] = q->def[--q->ndef];
 		file_activate(q, QDIR_DEFERRED, name);
+		done++;
 		i = 0; /* activation may have changed the list */
 	}
+	if (done == LOAD_BATCH && !q->stopping)
+		sd_event_source_set_enabled(q->kick, SD_EVENT_ONESHOT); /* the rest next turn */
 }
 
 /* on_kick: from the event loop, with nothing of ours on the stack: the
