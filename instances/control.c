@@ -182,12 +182,6 @@ static void send_reply(struct control_client *k)
 	client_close(k);
 }
 
-/* start_reply: reading is over; one reply, then close. */
-static void start_reply(struct control_client *k)
-{
-	send_reply(k);
-}
-
 /* read_request: more input; a complete line is handled, a line past
  * CONTROL_LINE_MAX refused. Returns false when k was closed. */
 static bool read_request(struct control_client *k)
@@ -206,13 +200,13 @@ static bool read_request(struct control_client *k)
 	char *nl = memchr(k->in + old, '\n', (size_t)n);
 	if (nl) {
 		handle(k, k->in, (size_t)(nl - k->in));
-		start_reply(k);
+		send_reply(k);
 		return false;
 	}
 	if (k->inlen == sizeof k->in) {
 		msg_warn("control: request longer than %d bytes: refused", CONTROL_LINE_MAX);
 		reply(k, "error request too long");
-		start_reply(k);
+		send_reply(k);
 		return false;
 	}
 	return true;
@@ -286,7 +280,7 @@ static void client_new(struct control *c, int fd)
 	c->nclients++;
 	if (!peer_allowed(c, fd)) {
 		reply(k, "error permission denied");
-		start_reply(k);
+		send_reply(k);
 	}
 }
 

@@ -304,7 +304,10 @@ enum tls_rc tls_handshake(struct tls *t, uint32_t *events)
 	if (r == 1)
 		return TLS_OK;
 	enum tls_rc rc = result(t, r, events);
-	return rc == TLS_EOF ? (snprintf(t->err, sizeof t->err, "lost connection"), TLS_ERROR) : rc;
+	if (rc != TLS_EOF)
+		return rc;
+	snprintf(t->err, sizeof t->err, "lost connection"); /* a handshake cut short is a failure */
+	return TLS_ERROR;
 }
 
 enum tls_rc tls_read(struct tls *t, void *p, size_t n, size_t *done, uint32_t *events)

@@ -3,6 +3,29 @@
 # $pass and $fail, and finish prints "NAME: N passed, M failed".
 pass=0 fail=0
 
+# preflight NAME NEED...: SKIP (exit 0) unless root; otherwise FAIL (exit
+# 1) unless every NEED is there: a command, an executable path (with a
+# /), or user:NAME. What the caller noted in $missing counts too.
+preflight() {
+	_name=$1; shift
+	if [ "$(id -u)" != 0 ]; then
+		echo "$_name.sh: SKIP: needs root (network namespaces)"
+		exit 0
+	fi
+	for _t; do
+		case $_t in
+		user:*) id "${_t#user:}" > /dev/null 2>&1 || missing="${missing:-} $_t" ;;
+		*/*) [ -x "$_t" ] || missing="${missing:-} $_t" ;;
+		*) command -v "$_t" > /dev/null 2>&1 || missing="${missing:-} $_t" ;;
+		esac
+	done
+	if [ -n "${missing:-}" ]; then
+		echo "FAIL: missing:$missing (./configure --install-deps installs them)"
+		echo "$_name: 0 passed, 1 failed"
+		exit 1
+	fi
+}
+
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 # expect CODE DESCRIPTION CMD...: CMD exits with CODE; output in $work/out, $work/err.

@@ -20,27 +20,14 @@ set -u
 PATH=$PATH:/usr/sbin:/sbin
 export PATH
 
-if [ "$(id -u)" != 0 ]; then
-	echo "deliver.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
-missing=
-for t in ip ss swaks smtp-source smtp-sink dnsmasq; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "deliver: 0 passed, 1 failed"
-	exit 1
-fi
+. "$TOP/tests/lib.sh"
+preflight deliver ip ss swaks smtp-source smtp-sink dnsmasq
 
 ns=vhostmta-dlv-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-deliver.XXXXXX") || exit 1
 chmod 755 "$work" # smtp-sink runs as postfix and writes below it
 pids=
 sinks=
-
-. "$TOP/tests/lib.sh"
 
 trap 'ns_cleanup $? $sinks' EXIT
 trap 'exit 1' INT TERM

@@ -23,20 +23,8 @@ PATH=$PATH:/usr/sbin:/sbin
 export PATH
 INST=$VHOSTMTA_INSTANCE
 
-if [ "$(id -u)" != 0 ]; then
-	echo "hostile.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
-missing=
-for t in ip ss swaks smtp-sink dnsmasq python3; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
-[ -x "$INST" ] || missing="$missing $INST"
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "hostile: 0 passed, 1 failed"
-	exit 1
-fi
+. "$TOP/tests/lib.sh"
+preflight hostile ip ss swaks smtp-sink dnsmasq python3 "$INST"
 
 t_start=$(date +%s)
 helper=$TOP/tests/tools/hostile.py
@@ -47,8 +35,6 @@ pids=
 # 2,000 client sockets in one helper; the instances raise their own
 # soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2> /dev/null
-
-. "$TOP/tests/lib.sh"
 
 trap 'ns_cleanup $?' EXIT
 trap 'exit 1' INT TERM

@@ -18,28 +18,14 @@ PATH=$PATH:/usr/sbin:/sbin
 export PATH
 INST=$VHOSTMTA_INSTANCE
 
-if [ "$(id -u)" != 0 ]; then
-	echo "instance.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
-missing=
-for t in ip ss swaks smtp-source systemd-socket-activate python3; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
-[ -x "$INST" ] || missing="$missing $INST"
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "instance: 0 passed, 1 failed"
-	exit 1
-fi
+. "$TOP/tests/lib.sh"
+preflight instance ip ss swaks smtp-source systemd-socket-activate python3 "$INST"
 
 t_start=$(date +%s)
 helper=$TOP/tests/tools/smtpclient.py
 ns=vhostmta-inst-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-instance.XXXXXX") || exit 1
 pids=  # every process we started (in the namespace); the cleanup ends them
-
-. "$TOP/tests/lib.sh"
 
 cleanup() {
 	rc=$?

@@ -14,20 +14,8 @@ set -u
 PATH=$PATH:/usr/sbin:/sbin
 export PATH
 
-if [ "$(id -u)" != 0 ]; then
-	echo "postfix.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
-missing=
-for t in ip ss script postfix postconf smtp-sink swaks; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
-id postfix > /dev/null 2>&1 || missing="$missing user:postfix"
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "postfix: 0 passed, 1 failed"
-	exit 1
-fi
+. "$TOP/tests/lib.sh"
+preflight postfix ip ss script postfix postconf smtp-sink swaks user:postfix
 
 map=$TOP/templates/example-map.xml
 ns=vhostmta-pf-$$
@@ -40,8 +28,6 @@ state=$work/state      # render --state-dir
 sink=$work/sink        # SMTP sink dumps
 lsink=$work/lsink      # LMTP sink dumps
 sinkpids=
-
-. "$TOP/tests/lib.sh"
 
 cleanup() {
 	rc=$?

@@ -20,20 +20,8 @@ set -u
 PATH=$PATH:/usr/sbin:/sbin
 export PATH VHOSTMTA_INSTANCE
 
-if [ "$(id -u)" != 0 ]; then
-	echo "run.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
-missing=
-for t in ip ss swaks smtp-sink; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
-id postfix > /dev/null 2>&1 || missing="$missing user:postfix"
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "run: 0 passed, 1 failed"
-	exit 1
-fi
+. "$TOP/tests/lib.sh"
+preflight run ip ss swaks smtp-sink user:postfix
 
 ns=vhostmta-run-$$
 work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-run.XXXXXX") || exit 1
@@ -43,8 +31,6 @@ sinkpid=
 etc=$work/etc state=$work/state sink=$work/sink log=$work/run.log
 user=nobody
 uid=$(id -u $user)
-
-. "$TOP/tests/lib.sh"
 
 trap 'ns_cleanup $? $sinkpid' EXIT
 trap 'exit 1' INT TERM

@@ -19,22 +19,11 @@ PATH=$PATH:/usr/sbin:/sbin
 export PATH
 INST=$VHOSTMTA_INSTANCE
 
-if [ "$(id -u)" != 0 ]; then
-	echo "tls.sh: SKIP: needs root (network namespaces)"
-	exit 0
-fi
+. "$TOP/tests/lib.sh"
 missing=
-for t in ip ss openssl swaks smtp-sink dnsmasq python3; do
-	command -v "$t" > /dev/null 2>&1 || missing="$missing $t"
-done
 command -v perl > /dev/null 2>&1 && perl -MNet::SSLeay -e 1 2> /dev/null ||
 	missing="$missing Net::SSLeay(swaks --tls)"
-[ -x "$INST" ] || missing="$missing $INST"
-if [ -n "$missing" ]; then
-	echo "FAIL: missing:$missing (./configure --install-deps installs them)"
-	echo "tls: 0 passed, 1 failed"
-	exit 1
-fi
+preflight tls ip ss openssl swaks smtp-sink dnsmasq python3 "$INST"
 
 t_start=$(date +%s)
 ns=vhostmta-tls-$$
@@ -42,11 +31,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vhostmta-tls.XXXXXX") || exit 1
 chmod 755 "$work" # smtp-sink runs as postfix and writes below it
 pids=
 
-. "$TOP/tests/lib.sh"
-
 trap 'ns_cleanup $?' EXIT
 trap 'exit 1' INT TERM
-
 
 # --- 1. The certificates: EC P-256, made here with the openssl CLI. ---
 pki=$work/pki
